@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""Download, verify and prepare Waterbirds (group_DRO's tarball, or the WILDS bundle).
+
+Same options as `cpt data waterbirds`: --root DIR, --source URL-or-FILE-or-FOLDER, --seed N,
+--no-progress. See data_scripts/README.md.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs from a checkout too
+
+from cptlib.data.prepare import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(name="waterbirds"))
