@@ -1,0 +1,46 @@
+"""CivilComments (WILDS) with the coarse identity grouping used by the CPT authors' code.
+
+Layout: WILDS's ``all_data_with_identities.csv`` with ``comment_text``, ``split``
+(train/val/test), ``toxicity`` in [0, 1] and the eight WILDS identity columns. y = toxicity >= 0.5;
+attribute = any of the identity columns >= 0.5 (a missing value counts as no mention);
+group = 2·y + attribute (4 groups). x is the comment text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cptlib.data.download import require_complete
+from cptlib.data.groups import GroupDataset
+from cptlib.data.sources import make_dataset, read_table, split_mask
+
+NAME = "civilcomments"
+CSV = "all_data_with_identities.csv"
+IDENTITIES = ("male", "female", "LGBTQ", "christian", "muslim", "other_religions", "black",
+              "white")
+THRESHOLD = 0.5
+GROUP_NAMES = ("non-toxic/no identity", "non-toxic/identity", "toxic/no identity",
+               "toxic/identity")
+
+
+def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) -> GroupDataset:
+    """Split ``split`` of the CivilComments folder ``root`` (no completion check)."""
+    columns = ("comment_text", "split", "toxicity", *IDENTITIES)
+    table = read_table(root / CSV, columns, usecols=lambda c: c in columns,
+                       dtype={"comment_text": str}, keep_default_na=False, na_values={
+                           c: ["", "NaN", "nan"] for c in ("toxicity", *IDENTITIES)})
+    mention = (table[list(IDENTITIES)].fillna(0.0).to_numpy(dtype=float) >= THRESHOLD).any(axis=1)
+    return make_dataset(
+        NAME, split, table["comment_text"].tolist(),
+        (table["toxicity"].to_numpy(dtype=float) >= THRESHOLD), mention,
+        split_mask(table["split"], split), split_mask(table["split"], "train"),
+        n_classes=2, n_attr=2, group_names=GROUP_NAMES, transform=transform,
+    )
+
+
+def load(root: Path, split: str, transform: Callable[[Any], Any] | None = None) -> GroupDataset:
+    """Split ``split`` of a prepared CivilComments folder (``cpt data civilcomments``)."""
+    require_complete(root, NAME)
+    return read(root, split, transform)
