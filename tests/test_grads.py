@@ -1,0 +1,182 @@
+"""Per-group losses and gradients: "split" and "naive" agree, and applying β is Σ β_k L_k."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cptlib.grads import (
+    combined_direction,
+    conflict_fraction,
+    group_losses,
+    per_group_grads,
+    set_combined_grad,
+    trainable_params,
+)
+
+K = 4
+
+
+def tiny_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 3))
+    model[0].requires_grad_(False)  # a frozen "backbone" layer: must not be differentiated
+    return model.double().eval()
+
+
+class TinyText(nn.Module):
+    """A text model on lists of strings: mean character embedding, then a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.emb = nn.EmbeddingBag(128, 6, mode="mean")
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        codes = [torch.tensor([ord(ch) % 128 for ch in t]) for t in texts]
+        offsets = torch.tensor([0] + [len(c) for c in codes[:-1]]).cumsum(0)
+        return self.head(self.emb(torch.cat(codes), offsets))
+
+
+def batch(n: int = 24, absent: int | None = None, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    g = torch.randint(0, K, (n,), generator=gen)
+    if absent is not None:
+        g[g == absent] = (absent + 1) % K
+    return x, y, g
+
+
+def reference_grads(model, x, y, g, params) -> torch.Tensor:
+    """Per-group gradients the obvious way: a masked mean loss per group, one at a time."""
+    rows = []
+    for k in range(K):
+        mask = g == k
+        if not mask.any():
+            rows.append(torch.zeros(sum(p.numel() for p in params), dtype=torch.float64))
+            continue
+        loss = F.cross_entropy(model(x[mask]), y[mask])
+        rows.append(torch.cat([gr.reshape(-1) for gr in torch.autograd.grad(loss, params)]))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("absent", [None, 2])
+def test_split_and_naive_agree_and_match_reference(absent):
+    model = tiny_mlp()
+    x, y, g = batch(absent=absent)
+    params = trainable_params(model)
+    assert sum(p.numel() for p in params) == 8 * 8 + 8 + 8 * 3 + 3  # frozen layer excluded
+    split = per_group_grads(model, x, y, g, K, way="split")
+    naive = per_group_grads(model, x, y, g, K, way="naive")
+    for field in ("losses", "counts", "grads", "gramian"):
+        torch.testing.assert_close(getattr(split, field), getattr(naive, field),
+                                   rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(split.grads, reference_grads(model, x, y, g, params))
+    torch.testing.assert_close(split.counts, torch.bincount(g, minlength=K))
+    assert not split.losses.requires_grad
+    if absent is not None:
+        assert split.counts[absent] == 0 and split.losses[absent] == 0
+        assert torch.all(split.grads[absent] == 0) and torch.all(split.gramian[absent] == 0)
+    torch.testing.assert_close(split.gramian, split.gramian.T)
+    assert torch.linalg.eigvalsh(split.gramian).min() > -1e-10
+
+
+def test_list_input_text_model():
+    model = TinyText().double().eval()
+    texts = ["a cat", "the dog sat", "birds", "water bird", "x", "land", "forest", "sea gull"]
+    y = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
+    g = torch.tensor([0, 1, 0, 3, 3, 1, 0, 3])  # group 2 absent
+    split = per_group_grads(model, texts, y, g, K, way="split")
+    naive = per_group_grads(model, texts, y, g, K, way="naive")
+    torch.testing.assert_close(split.grads, naive.grads)
+    torch.testing.assert_close(split.losses, naive.losses)
+    assert torch.all(split.grads[2] == 0)
+
+
+def test_tiny_timm_vit_with_frozen_backbone():
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=8,
+                              embed_dim=24, depth=1, num_heads=2, num_classes=2)
+    model = model.double().eval()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("head") or name == "cls_token")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 3, 16, 16, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,), generator=gen)
+    g = torch.tensor([0, 1, 1, 3, 0, 3, 1, 0, 3, 3])
+    split = per_group_grads(model, x, y, g, K, way="split")
+    naive = per_group_grads(model, x, y, g, K, way="naive")
+    assert split.grads.shape == (K, 24 + 24 * 2 + 2)
+    torch.testing.assert_close(split.gramian, naive.gramian, rtol=1e-9, atol=1e-12)
+
+
+def test_train_mode_batchnorm_breaks_split_as_documented():
+    """Samples interact through batch statistics, so "split" differs from "naive" there."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)).double().train()
+    x, y, g = batch()
+    split = per_group_grads(model, x, y, g, K, way="split")
+    naive = per_group_grads(model, x, y, g, K, way="naive")
+    assert not torch.allclose(split.grads, naive.grads, atol=1e-6)
+
+
+def test_set_combined_grad_equals_gradient_of_weighted_loss():
+    model = tiny_mlp()
+    x, y, g = batch(absent=1, seed=3)
+    params = trainable_params(model)
+    gg = per_group_grads(model, x, y, g, K)
+    beta = torch.tensor([0.5, 0.0, 0.2, 0.3], dtype=torch.float64)
+    set_combined_grad(params, gg.grads, beta)
+    combined = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    losses, _ = group_losses(F.cross_entropy(model(x), y, reduction="none"), g, K)
+    (beta.detach() @ losses).backward()
+    for got, p in zip(combined, params, strict=True):
+        torch.testing.assert_close(got, p.grad)
+    assert combined_direction(gg.grads, beta).shape == (gg.grads.shape[1],)
+    with pytest.raises(ValueError, match="columns"):
+        set_combined_grad(params[:1], gg.grads, beta)
+
+
+def test_group_losses_is_a_scatter_mean():
+    gen = torch.Generator().manual_seed(0)
+    per_sample = torch.rand(50, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randint(0, 6, (50,), generator=gen)
+    g[g == 4] = 0
+    losses, counts = group_losses(per_sample, g, 6)
+    for k in range(6):
+        expected = per_sample[g == k].mean() if (g == k).any() else torch.tensor(0.0)
+        torch.testing.assert_close(losses[k], expected.to(losses.dtype))
+    assert counts.tolist() == [int((g == k).sum()) for k in range(6)]
+    losses.sum().backward()  # differentiable, including through the absent group's 0
+    torch.testing.assert_close(per_sample.grad, 1.0 / counts[g].to(torch.float64))
+
+
+@pytest.mark.parametrize("bad", [torch.tensor([0, 4]), torch.tensor([-1, 0]),
+                                 torch.tensor([0.0, 1.0]), torch.tensor([0, 1, 2])])
+def test_group_losses_rejects_bad_group_ids(bad):
+    with pytest.raises(ValueError):
+        group_losses(torch.ones(2), bad, 4)
+
+
+def test_bad_way_and_mismatched_batch_raise():
+    model = tiny_mlp()
+    x, y, g = batch()
+    with pytest.raises(ValueError, match="way"):
+        per_group_grads(model, x, y, g, K, way="batched")
+    with pytest.raises(ValueError, match="samples"):
+        per_group_grads(model, x, y[:-1], g, K)
+
+
+def test_conflict_fraction():
+    grads = torch.tensor([[1.0, 0.0], [-1.0, 0.1], [0.0, 1.0], [0.0, 0.0]])
+    d = torch.tensor([1.0, 0.0])
+    assert conflict_fraction(grads, d) == pytest.approx(1 / 3)  # zero row = absent
+    assert conflict_fraction(grads, d, counts=torch.tensor([1, 1, 0, 0])) == pytest.approx(0.5)
+    assert conflict_fraction(grads, -d, counts=torch.tensor([1, 0, 0, 0])) == 1.0
