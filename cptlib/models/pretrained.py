@@ -25,7 +25,8 @@ unless ``pretrained_tag`` says otherwise.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -227,6 +228,21 @@ def load_local(source: WeightsSource, module: nn.Module, path: str | Path) -> nn
     return guard(source, lambda: load_state_dict_file(module, path), errors=(FileNotFoundError,))
 
 
+@contextmanager
+def _quiet_root_logger(prefix: str) -> Iterator[None]:
+    """Drop root-logger records starting with ``prefix`` for the duration of the block."""
+    import logging
+
+    drop = logging.Filter()
+    drop.filter = lambda record: not str(record.msg).startswith(prefix)  # type: ignore[method-assign]
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def create_open_clip(arch: str, pretrained: bool, tag: str = "openai", **model_kwargs: Any) -> Any:
     """``open_clip.create_model(arch)``; with ``pretrained``, the ``tag`` weights via ``guard``.
 
@@ -242,9 +258,10 @@ def create_open_clip(arch: str, pretrained: bool, tag: str = "openai", **model_k
         raise ValueError(f"clip:{arch}: unknown pretrained_tag {tag!r}; known: {known}")
     quick_gelu = bool(tag_cfg.get("quick_gelu", False))
     if not pretrained:
-        return open_clip.create_model(
-            arch, pretrained=None, force_quick_gelu=quick_gelu, **model_kwargs
-        )
+        with _quiet_root_logger("No pretrained weights loaded"):  # asked for: not news
+            return open_clip.create_model(
+                arch, pretrained=None, force_quick_gelu=quick_gelu, **model_kwargs
+            )
     cache = str(hf_cache_dir())
     source = weights_source(f"clip:{arch}", clip_tag=tag)
     guard(

@@ -17,6 +17,7 @@ mode, so nothing in it is stochastic.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +47,11 @@ class PromptTunedText(CPTModel):
             num_virtual_tokens=spec["prompt_tokens"],
             prompt_tuning_init=getattr(peft.PromptTuningInit, PROMPT_INITS[spec["prompt_init"]]),
         )
-        self.backbone = peft.get_peft_model(hf_model, config)
+        with warnings.catch_warnings():
+            # peft 0.21 still asks transformers 5 for the deprecated `is_gradient_checkpointing`.
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated",
+                                    FutureWarning)
+            self.backbone = peft.get_peft_model(hf_model, config)
         self.tokenizer = tokenizer
         self.max_length = int(spec["max_length"])
         self.train()  # the nn.Module default, with the frozen part in eval mode
