@@ -1,0 +1,143 @@
+"""Building the book: sweep, featured run pages, summary chapters, then jupyter-book.
+
+Chapters are notebooks executed here with papermill (jupyter-book only renders them), and each
+is re-executed only when its inputs changed: the notebook, the library code or the records.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from cptlib import records
+from cptlib.paths import project_root
+from cptlib.sweep import load_profiles, make_spec, sweep
+
+# Summary chapters: page name in book/runs/ → (notebook in notebooks/, extra parameters).
+SUMMARIES: dict[str, tuple[str, dict]] = {
+    "benchmark": ("summary_benchmark", {}),
+    "controllability": ("summary_controllability", {}),
+    "dynamics": ("summary_dynamics", {}),
+    "efficiency": ("summary_efficiency", {}),
+    "text": ("summary_text", {}),
+}
+PAPER_EXPERIMENTS = (
+    "waterbirds", "celeba", "metashift", "isic", "waterbirds_clip", "waterbirds_resnet50",
+    "multinli", "civilcomments",
+)
+SUMMARIES.update({f"paper_{e}": ("summary_paper", {"experiment": e}) for e in PAPER_EXPERIMENTS})
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "*.md", "*.bib", "images")
+
+
+def book_dir() -> Path:
+    return project_root() / "book"
+
+
+def stage_sources(out: Path) -> Path:
+    """Copy the book's hand-written sources into ``out`` (for a build that must not touch
+    ``book/``, such as the smoke build of the tests)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for pattern in BOOK_SOURCES:
+        for src in book_dir().glob(pattern):
+            dst = out / src.name
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            elif not dst.exists() or not filecmp.cmp(src, dst, shallow=False):
+                shutil.copy2(src, dst)
+    return out
+
+
+def _inputs_hash(notebook: Path, params: dict, profile: str, results: Path) -> str:
+    """What a summary chapter depends on: its notebook, its parameters, the code, the records."""
+    h = hashlib.sha256()
+    h.update(notebook.read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(records.code_version().encode())  # all of cptlib: plots change the pages too
+    for folder in (results / profile, results / "bench", results / "paper"):
+        for path in sorted(folder.rglob("*.json")) if folder.exists() else []:
+            h.update(str(path.relative_to(results)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def execute_summaries(
+    stage: Path, profile: str, results: Path, *, force: bool = False
+) -> list[str]:
+    """Execute each summary notebook into ``stage/runs`` unless its inputs are unchanged."""
+    import papermill as pm
+
+    runs = stage / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    hashes_file = runs / ".inputs.json"
+    hashes = json.loads(hashes_file.read_text()) if hashes_file.exists() else {}
+    executed = []
+    for page, (name, extra) in SUMMARIES.items():
+        notebook = project_root() / "notebooks" / f"{name}.ipynb"
+        params = {"profile": profile, "results_dir": str(results), **extra}
+        digest = _inputs_hash(notebook, params, profile, results)
+        out = runs / f"{page}.ipynb"
+        if not force and out.exists() and hashes.get(page) == digest:
+            continue
+        print(f"book: executing {name} → runs/{page}.ipynb", flush=True)
+        pm.execute_notebook(
+            str(notebook), str(out), parameters=params, kernel_name="python3",
+            progress_bar=False, cwd=str(project_root()),
+        )
+        hashes[page] = digest
+        hashes_file.write_text(json.dumps(hashes, indent=1, sort_keys=True))
+        executed.append(page)
+    return executed
+
+
+def copy_featured_runs(stage: Path, profile: str) -> None:
+    """Pages that show one run's own notebook (the toy chapter, an example training run)."""
+    runs = stage / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for page, entry in (load_profiles()[profile].get("pages") or {}).items():
+        entry = dict(entry)
+        spec = make_spec(entry.pop("experiment"), profile, entry)
+        src, dst = spec.notebook_out, runs / f"{page}.ipynb"
+        if not src.exists():
+            raise FileNotFoundError(
+                f"page {page!r} shows run {spec.label()}, whose notebook {src} does not exist; "
+                f"did that run fail? Run it with: cpt run {spec.experiment} --profile {profile}"
+            )
+        if not dst.exists() or not filecmp.cmp(src, dst, shallow=False):
+            shutil.copy2(src, dst)
+
+
+def build_html(stage: Path, *, strict: bool = True) -> Path:
+    """jupyter-book 1.x, offline; strict means every warning fails the build."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe), "build", str(stage), "--builder", "html"]
+    if strict:
+        cmd += ["-W", "--keep-going"]
+    subprocess.run(cmd, check=True)
+    return stage / "_build" / "html" / "index.html"
+
+
+def build_book(
+    profile: str = "quick", *, out: Path | None = None, strict: bool = True, force: bool = False
+) -> Path:
+    """Everything ``make book`` does after the environment exists; returns index.html.
+
+    Runs that fail are listed and make the build fail at the end, after the other chapters
+    were built, so one broken run never hides the rest.
+    """
+    from cptlib.experiment import results_dir
+
+    result = sweep(profile)
+    print(result.summary(), flush=True)
+    stage = book_dir() if out is None else stage_sources(Path(out))
+    results = results_dir("results")
+    copy_featured_runs(stage, profile)
+    execute_summaries(stage, profile, results, force=force)
+    index = build_html(stage, strict=strict)
+    if not result.ok:
+        raise RuntimeError(f"the book was built, but some runs failed:\n{result.summary()}")
+    return index

@@ -1,0 +1,385 @@
+"""The training loop shared by every method and model.
+
+One loop, balancer-agnostic: per-group gradients are computed only when the balancer needs a
+Gramian (CPT, MGDA); otherwise one backward pass of the β-weighted group losses. Batches are
+drawn per step from a generator seeded by (seed, step), and the checkpoint holds every random
+state, so a run killed part-way and restarted ends with the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import default_collate
+from tqdm import tqdm
+
+from cptlib import balancers as B
+from cptlib.data.samplers import sample_weights
+from cptlib.grads import conflict_fraction, group_losses, per_group_grads, set_combined_grad
+from cptlib.metrics import evaluate_logits
+
+SELECTION_METRICS = ("worst_group_acc", "auroc", "avg_acc", "mean_acc")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run besides the model and the data."""
+
+    method: str = "erm"
+    c: list[float] | None = None
+    alpha: float = 0.0
+    lr: float = 0.1
+    batch_size: int = 64
+    weight_decay: float = 1e-3
+    momentum: float = 0.9
+    clip_norm: float = 1.0
+    steps: int = 100
+    epochs: float = 0.0  # > 0: steps = ceil(epochs · N / batch_size) (see ``resolve_epochs``)
+    warmup_epochs: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # "cosine" (per optimiser step, after warm-up) or "constant"
+    eval_every: int = 50
+    grad_way: str = "split"  # "split" (per-group sub-batches) or "naive" (K backward passes)
+    eta: float = 0.01  # GroupDRO step size
+    gdro_adjustment: float = 0.0  # GroupDRO generalisation adjustment C
+    eps: float = 1e-4  # CPT's balance threshold on μ
+    selection: str = "worst_group_acc"
+    diag_every: int = 10  # per-group gradient diagnostics for balancers that do not need them
+    eval_batch_size: int = 256
+    seed: int = 0
+
+    def validate(self, n_groups: int) -> None:
+        """Fail before any work, naming the bad parameter."""
+        positive = ("lr", "batch_size", "steps", "eval_every", "eval_batch_size")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "momentum", "clip_norm", "warmup_steps", "alpha", "eta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if self.grad_way not in ("split", "naive"):
+            raise ValueError(f"grad_way must be 'split' or 'naive', got {self.grad_way!r}")
+        if self.selection not in SELECTION_METRICS:
+            raise ValueError(
+                f"selection must be one of {SELECTION_METRICS}, got {self.selection!r}"
+            )
+        if self.c is not None and len(self.c) != n_groups:
+            raise ValueError(f"c has {len(self.c)} entries but the dataset has {n_groups} groups")
+        make_balancer(self, n_groups, None)  # unknown method or bad c raise here
+
+    def resolve_epochs(self, n_train: int) -> None:
+        """Turn epoch counts (the authors' unit) into optimiser steps for a training set size."""
+        if self.epochs and self.epochs > 0:
+            per_epoch = math.ceil(n_train / self.batch_size)
+            self.steps = math.ceil(self.epochs * per_epoch)
+            self.warmup_steps = math.ceil(self.warmup_epochs * per_epoch)
+            self.eval_every = min(self.eval_every, self.steps)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_balancer(cfg: TrainConfig, n_groups: int, group_counts: torch.Tensor | None) -> B.Balancer:
+    """The balancer named by ``cfg.method`` with the parameters it takes."""
+    if cfg.method in ("cpt", "scalarized"):
+        c = cfg.c if cfg.c is not None else [1.0] * n_groups
+        return B.get(cfg.method, c=c, **({"eps": cfg.eps} if cfg.method == "cpt" else {}))
+    if cfg.method == "groupdro":
+        return B.get(
+            "groupdro", eta=cfg.eta, adjustment=cfg.gdro_adjustment, group_counts=group_counts
+        )
+    return B.get(cfg.method)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 0, per optimiser step (not per epoch)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_indices(weights: torch.Tensor, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The sample indices of step ``step``: a function of (seed, step) only, so resuming works."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.multinomial(weights, batch_size, replacement=True, generator=gen)
+
+
+def collate(dataset: Sequence, idx: Sequence[int]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """Stack items into (x, y, g); text inputs stay a list of strings."""
+    items = [dataset[int(i)] for i in idx]
+    xs, ys, gs = zip(*items, strict=True)
+    x = list(xs) if isinstance(xs[0], str) else default_collate(list(xs))
+    return x, torch.as_tensor(ys), torch.as_tensor(gs)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Sequence, batch_size: int = 256) -> tuple[torch.Tensor, ...]:
+    """Logits, labels and groups of a whole split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    logits, ys, gs = [], [], []
+    for start in range(0, len(dataset), batch_size):
+        x, y, g = collate(dataset, range(start, min(start + batch_size, len(dataset))))
+        logits.append(model(x).float())
+        ys.append(y)
+        gs.append(g)
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(ys), torch.cat(gs)
+
+
+def evaluate(model: nn.Module, dataset, train_group_counts, batch_size: int = 256) -> dict:
+    logits, y, g = predict(model, dataset, batch_size)
+    return evaluate_logits(logits, y, g, dataset.n_groups, train_group_counts)
+
+
+@dataclass
+class Window:
+    """Balancer diagnostics accumulated between two evaluations."""
+
+    modes: Counter = field(default_factory=Counter)
+    mu: list[float] = field(default_factory=list)
+    conflict: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    absent_steps: int = 0
+    solver_failures: int = 0
+    steps: int = 0
+
+    def summary(self) -> dict:
+        mean = lambda v: (sum(v) / len(v)) if v else None  # noqa: E731
+        return {
+            "steps": self.steps,
+            "train_loss": mean(self.loss),
+            "mode_counts": dict(self.modes),
+            "mu": mean(self.mu),
+            "conflict_frac": mean(self.conflict),
+            "absent_steps": self.absent_steps,
+            "solver_failures": self.solver_failures,
+        }
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    return params
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the trained parameters (and buffers of fully fine-tuned models)."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    full = getattr(model, "batch_interacts", False)
+    return {
+        k: v.detach().clone()
+        for k, v in model.state_dict().items()
+        if k in names or (full and torch.is_tensor(v))
+    }
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def show_progress() -> bool:
+    """Progress bars for people, not for CI logs or notebook outputs."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def train(
+    model: nn.Module,
+    train_set,
+    val_set,
+    test_set,
+    cfg: TrainConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    progress: bool | None = None,
+    on_eval: Callable[[dict], None] | None = None,
+    stop_after: int | None = None,
+) -> dict:
+    """Train ``model``'s trainable parameters with ``cfg``; return metrics and history.
+
+    ``checkpoint``: a file written at every evaluation; if it exists (same config), training
+    resumes from it. ``stop_after`` stops after that many steps (to test resuming).
+    Model selection uses the validation ``cfg.selection`` metric, never test.
+    """
+    K = train_set.n_groups
+    cfg.validate(K)
+    train_counts = train_set.train_group_counts
+    balancer = make_balancer(cfg, K, train_counts)
+    params = _trainable(model)
+    way = "naive" if getattr(model, "batch_interacts", False) else cfg.grad_way
+    # Groups with no training samples (MetaShift's evaluation-only contexts) take no part.
+    present_ids = torch.unique(train_set.groups, return_inverse=True)[1]
+    weights = sample_weights(present_ids, cfg.alpha).double()
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+
+    torch.manual_seed(cfg.seed)
+    state = {"step": 0, "history": [], "best": None, "best_score": -math.inf, "wall": 0.0}
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        if saved["fingerprint"] != cfg.fingerprint():
+            raise ValueError(f"checkpoint {ckpt} was written by a different configuration")
+        model.load_state_dict(saved["model"], strict=False)
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        if hasattr(balancer, "load_state_dict"):
+            balancer.load_state_dict(saved["balancer"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+
+    window = Window()
+    model.train()
+    bar = tqdm(
+        total=cfg.steps,
+        initial=state["step"],
+        desc=f"{cfg.method}",
+        disable=not (show_progress() if progress is None else progress),
+        leave=False,
+    )
+    t0 = time.perf_counter()
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    while state["step"] < end:
+        step = state["step"]
+        x, y, g = collate(train_set, batch_indices(weights, cfg.batch_size, cfg.seed, step))
+        train_step(model, balancer, params, x, y, g, K, cfg, way, window, step)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        bar.update(1)
+        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+            entry = _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, opt)
+            window = Window()
+            if on_eval is not None:
+                on_eval(entry)
+            bar.set_postfix(val_wga=f"{entry['val']['worst_group_acc']:.3f}")
+            if ckpt is not None:
+                state["wall"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                _atomic_save(
+                    {
+                        "fingerprint": cfg.fingerprint(),
+                        "model": _state(model),
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "balancer": getattr(balancer, "state_dict", dict)(),
+                        "rng": torch.get_rng_state(),
+                        "state": state,
+                    },
+                    ckpt,
+                )
+    bar.close()
+    state["wall"] += time.perf_counter() - t0
+    if state["step"] < cfg.steps:
+        return {"finished": False, "step": state["step"]}
+    best = state["best"]
+    return {
+        "finished": True,
+        "selected_step": best["step"],
+        "val": best["val"],
+        "test": best["test"],
+        "last_val": state["history"][-1]["val"],
+        "last_test": state["history"][-1]["test"],
+        "history": state["history"],
+        "best_state": best["model"],
+        "train_time_s": state["wall"],
+    }
+
+
+def train_step(
+    model: nn.Module,
+    balancer: B.Balancer,
+    params: list[nn.Parameter],
+    x: Any,
+    y: torch.Tensor,
+    g: torch.Tensor,
+    K: int,
+    cfg: TrainConfig,
+    way: str,
+    window: Window,
+    step: int,
+) -> None:
+    """One step's gradient in ``p.grad`` (clipped), and its diagnostics in ``window``.
+
+    The optimiser step is the caller's; ``cpt bench`` times exactly this function plus it.
+    """
+    window.steps += 1
+    if balancer.needs_gramian:
+        gg = per_group_grads(model, x, y, g, K, params=params, way=way)
+        beta = balancer.weights(gg.losses, gg.gramian, gg.counts)
+        set_combined_grad(params, gg.grads, beta.to(gg.grads.dtype))
+        window.conflict.append(conflict_fraction(gg.grads, beta @ gg.grads, gg.counts))
+        counts, losses = gg.counts, gg.losses
+    else:
+        per_sample = F.cross_entropy(model(x), y, reduction="none")
+        losses, counts = group_losses(per_sample, g, K)
+        beta = balancer.weights(losses.detach(), counts=counts)
+        (beta.to(losses.dtype) * losses).sum().backward()
+        losses = losses.detach()
+        if cfg.diag_every and step % cfg.diag_every == 0:
+            # Diagnostics only: computed under a forked RNG so they never change training.
+            with torch.random.fork_rng():
+                grads = per_group_grads(model, x, y, g, K, params=params, way=way).grads
+            window.conflict.append(conflict_fraction(grads, beta.to(grads.dtype) @ grads, counts))
+    torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+    info = getattr(balancer, "info", {}) or {}
+    if "mode" in info:
+        window.modes[info["mode"]] += 1
+    if info.get("mu") is not None:
+        window.mu.append(float(info["mu"]))
+    if info.get("solver_ok") is False:
+        window.solver_failures += 1
+    window.absent_steps += int((counts == 0).any())
+    window.loss.append(float((counts.to(losses.dtype) * losses).sum() / counts.sum()))
+
+
+def _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, opt) -> dict:
+    val = evaluate(model, val_set, train_counts, cfg.eval_batch_size)
+    test = evaluate(model, test_set, train_counts, cfg.eval_batch_size)
+    entry = {
+        "step": state["step"],
+        "lr": opt.param_groups[0]["lr"],
+        "val": val,
+        "test": test,
+        "train": window.summary(),
+    }
+    state["history"].append(entry)
+    score = val.get(cfg.selection)
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        score = -math.inf  # e.g. AUROC on a split with one class: never an improvement
+    if state["best"] is None or score > state["best_score"]:
+        state["best_score"] = score
+        state["best"] = {
+            "step": state["step"],
+            "val": val,
+            "test": test,
+            "model": copy.deepcopy(_state(model)),
+        }
+    return entry

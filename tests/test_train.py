@@ -1,0 +1,126 @@
+"""The training loop: clear errors before work, the schedule, selection on validation, and a
+run killed part-way and resumed ending exactly like an uninterrupted one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cptlib.data.groups import GroupDataset
+from cptlib.train import TrainConfig, batch_indices, lr_factor, train
+
+
+def toy_split(split: str, n_per_group=(40, 8, 6, 30), seed: int = 0) -> GroupDataset:
+    """Four groups of 8-d points; the label is readable from the input, with group shifts."""
+    gen = torch.Generator().manual_seed(seed + {"train": 0, "val": 1, "test": 2}[split])
+    xs, ys, attrs = [], [], []
+    for group, n in enumerate(n_per_group):
+        y, a = divmod(group, 2)
+        x = torch.randn(n, 8, generator=gen)
+        x[:, 0] += 2.0 * y - 1.0
+        x[:, 1] += 2.0 * a - 1.0
+        xs.append(x)
+        ys += [y] * n
+        attrs += [a] * n
+    return GroupDataset(
+        "toy", split, list(torch.cat(xs)), ys, attrs, n_classes=2, n_attr=2,
+        group_names=["0/0", "0/1", "1/0", "1/1"], train_group_counts=list(n_per_group),
+    )
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.2), nn.Tanh(), nn.Linear(16, 2))
+
+
+SETS = {s: toy_split(s) for s in ("train", "val", "test")}
+
+
+def run(cfg: TrainConfig, **kwargs):
+    return train(make_model(), SETS["train"], SETS["val"], SETS["test"], cfg, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"lr": -0.1}, "lr"),
+        ({"steps": 0}, "steps"),
+        ({"method": "nope"}, "nope"),
+        ({"method": "cpt", "c": [1.0, 1.0]}, "c has 2 entries"),
+        ({"method": "cpt", "c": [1.0, -1.0, 1.0, 1.0]}, "strictly positive"),
+        ({"method": "cpt", "c": [1.0, float("nan"), 1.0, 1.0]}, "finite"),
+        ({"grad_way": "fast"}, "grad_way"),
+        ({"warmup_steps": 50, "steps": 20}, "warmup_steps"),
+    ],
+)
+def test_bad_parameters_fail_before_training(change, message):
+    model = make_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=message):
+        train(model, SETS["train"], SETS["val"], SETS["test"], TrainConfig(**change))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_schedule_warms_up_linearly_then_decays_by_cosine_per_step():
+    cfg = TrainConfig(steps=110, warmup_steps=10)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.5)
+    assert lr_factor(110, cfg) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(50, TrainConfig(steps=100, schedule="constant")) == 1.0
+
+
+def test_batches_depend_on_seed_and_step_only_and_follow_the_sampling_weights():
+    weights = torch.tensor([1.0, 0.0, 3.0])
+    first = batch_indices(weights, 4000, seed=1, step=7)
+    assert torch.equal(first, batch_indices(weights, 4000, seed=1, step=7))
+    assert not torch.equal(first, batch_indices(weights, 4000, seed=1, step=8))
+    counts = torch.bincount(first, minlength=3).double()
+    assert counts[1] == 0
+    assert counts[2] / counts.sum() == pytest.approx(0.75, abs=0.03)
+
+
+@pytest.mark.parametrize("method", ["erm", "groupdro", "cpt"])
+def test_selection_uses_validation_never_test(method):
+    out = run(TrainConfig(method=method, alpha=1.0, steps=30, eval_every=5, batch_size=16))
+    val_wga = [h["val"]["worst_group_acc"] for h in out["history"]]
+    chosen = out["history"][val_wga.index(max(val_wga))]
+    assert out["selected_step"] == chosen["step"]
+    assert out["test"] == chosen["test"]
+    assert out["last_test"] == out["history"][-1]["test"]
+
+
+def test_training_learns_and_records_balancer_diagnostics():
+    out = run(TrainConfig(method="cpt", alpha=1.0, steps=60, eval_every=20, batch_size=16, lr=0.2))
+    first, last = out["history"][0], out["history"][-1]
+    assert last["val"]["mean_acc"] > 0.7
+    assert sum(last["train"]["mode_counts"].values()) == 20
+    assert 0.0 <= last["train"]["conflict_frac"] <= 1.0
+    assert first["train"]["mu"] is not None and math.isfinite(first["train"]["mu"])
+
+
+@pytest.mark.parametrize("method", ["cpt", "groupdro"])
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, method):
+    cfg = dict(method=method, alpha=1.0, steps=24, eval_every=6, batch_size=16, seed=3)
+    whole = run(TrainConfig(**cfg))
+    ckpt = tmp_path / "run.pt"
+    partial = run(TrainConfig(**cfg), checkpoint=ckpt, stop_after=13)
+    assert partial == {"finished": False, "step": 13}
+    assert ckpt.exists()
+    # A fresh model object, as after a crash: everything comes from the checkpoint.
+    resumed = run(TrainConfig(**cfg), checkpoint=ckpt)
+    assert resumed["history"] == whole["history"]
+    assert resumed["selected_step"] == whole["selected_step"]
+    for key, value in whole["best_state"].items():
+        assert torch.equal(resumed["best_state"][key], value), key
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    run(TrainConfig(steps=10, eval_every=5), checkpoint=ckpt, stop_after=5)
+    with pytest.raises(ValueError, match="different configuration"):
+        run(TrainConfig(steps=10, eval_every=5, lr=0.05), checkpoint=ckpt)
