@@ -1,0 +1,182 @@
+"""Fake run records in the exact layout of ``cptlib.experiment.run``, for testing the book.
+
+The numbers are made up (seeded, deterministic) so that every figure and table has something
+to draw: they must never be shown as results. Records go to a temporary results folder, never
+to the project's ``results/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cptlib import records
+
+GROUPS = ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"]
+TRAIN_COUNTS = [3498, 184, 56, 1057]
+TEXT_GROUPS = ["negative/no token", "negative/token", "positive/no token", "positive/token"]
+
+# TrainConfig's fields and defaults (cptlib.train), as a record's params hold them.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "method": "erm", "c": None, "alpha": 0.0, "lr": 0.1, "batch_size": 64,
+    "weight_decay": 1e-3, "momentum": 0.9, "clip_norm": 1.0, "steps": 40, "epochs": 0.0,
+    "warmup_epochs": 0.0, "warmup_steps": 0, "schedule": "cosine", "eval_every": 10,
+    "grad_way": "split", "eta": 0.01, "gdro_adjustment": 0.0, "eps": 1e-4,
+    "selection": "worst_group_acc", "diag_every": 10, "eval_batch_size": 256, "seed": 0,
+}
+# The main table's settings: (method, alpha, c).
+MAIN = [
+    ("erm", 0.0, None), ("erm", 1.0, None), ("groupdro", 1.0, None),
+    ("scalarized", 1.0, [1, 1, 1, 1]), ("mgda", 1.0, None), ("cpt", 1.0, [1, 1, 1, 1]),
+]
+SWEEP_CS = [[4, 1, 1, 1], [1, 4, 1, 1], [1, 1, 4, 1], [1, 1, 1, 4]]
+
+
+def _rng(*key: Any) -> np.random.Generator:
+    """A generator seeded by the run's identity (stable across processes, unlike hash())."""
+    return np.random.default_rng(zlib.crc32(json.dumps(key, default=str).encode()))
+
+
+def _final_acc(method: str, alpha: float, c: list[float] | None, rng) -> np.ndarray:
+    """Made-up final per-group accuracies with a recognisable shape per method."""
+    if method == "erm" and alpha == 0:
+        acc = np.array([0.99, 0.62, 0.41, 0.92])
+    else:
+        acc = np.array([0.86, 0.82, 0.85, 0.80])
+    if c is not None and method in ("cpt", "scalarized"):
+        gain = 0.03 if method == "cpt" else 0.01
+        logc = np.log(np.asarray(c, dtype=float) / np.mean(c))
+        acc = acc + gain * logc / math.log(4) * 3
+    return np.clip(acc + rng.normal(0, 0.015, 4), 0.0, 1.0)
+
+
+def _metrics(acc: np.ndarray, train_counts: list[int], rng, n_eval: int = 100) -> dict[str, Any]:
+    """A metrics dict M as ``cptlib.metrics.evaluate_logits`` returns it."""
+    acc = np.round(acc * n_eval) / n_eval  # what n_eval samples per group can give
+    loss = -np.log(np.clip(acc, 0.05, 0.999)) + rng.uniform(0.0, 0.05, len(acc))
+    w = np.asarray(train_counts, dtype=float)
+    return {
+        "worst_group_acc": float(acc.min()),
+        "avg_acc": float((acc * w).sum() / w.sum()),
+        "mean_acc": float(acc.mean()),
+        "per_group_acc": acc.tolist(),
+        "per_group_loss": loss.tolist(),
+        "per_group_n": [n_eval] * len(acc),
+        "loss": float(loss.mean()),
+        "auroc": float(np.clip(acc.mean() + 0.05, 0, 1)),
+    }
+
+
+def _train_window(method: str, steps: int, rng) -> dict[str, Any]:
+    balance = int(rng.integers(steps // 2, steps + 1)) if method == "cpt" else 0
+    return {
+        "steps": steps,
+        "train_loss": float(rng.uniform(0.2, 0.7)),
+        "mode_counts": {"balance": balance, "descent": steps - balance} if method == "cpt" else {},
+        "mu": float(rng.uniform(1e-3, 1e-1)) if method == "cpt" else None,
+        "conflict_frac": float(rng.uniform(0.0, 0.5)),
+        "absent_steps": int(rng.integers(0, 3)),
+        "solver_failures": 0,
+    }
+
+
+def fake_record(
+    experiment: str, profile: str, method: str, alpha: float, c: list[float] | None, seed: int,
+    *, dataset: str = "synthetic", group_names: list[str] = GROUPS,
+    train_counts: list[int] = TRAIN_COUNTS, model: str = "quick", steps: int = 40,
+    eval_every: int = 10,
+) -> tuple[dict[str, Any], Path]:
+    """One record (and its relative path ``profile/experiment/<run_id>.json``)."""
+    params: dict[str, Any] = {
+        "experiment": experiment, "dataset": dataset, "data_root": None, "data_size": "smoke",
+        "data_seed": 0, "model": model, "model_options": {"prompt_tokens": 2},
+        "class_names": None, "img_size": 32,
+        **TRAIN_DEFAULTS,
+        "method": method, "alpha": alpha, "c": c, "seed": seed, "steps": steps,
+        "eval_every": eval_every,
+    }
+    rng = _rng(experiment, profile, method, alpha, c, seed)
+    final = _final_acc(method, alpha, c, rng)
+    history = []
+    for step in range(eval_every, steps + 1, eval_every):
+        frac = 1 - math.exp(-3 * step / steps)
+        acc = np.clip(0.5 + (final - 0.5) * frac + rng.normal(0, 0.02, 4), 0, 1)
+        history.append({
+            "step": step, "lr": 0.1 * 0.5 * (1 + math.cos(math.pi * step / steps)),
+            "val": _metrics(acc, train_counts, rng), "test": _metrics(acc, train_counts, rng),
+            "train": _train_window(method, eval_every, rng),
+        })
+    best = max(history, key=lambda h: h["val"]["worst_group_acc"])
+    path = records.record_path(Path("."), profile, experiment, params)
+    record = {
+        "experiment": experiment, "profile": profile, "run_id": path.stem, "params": params,
+        "metrics": {"val": best["val"], "test": best["test"], "last_val": history[-1]["val"],
+                    "last_test": history[-1]["test"], "selected_step": best["step"]},
+        "history": history,
+        "group_names": group_names,
+        "train_group_counts": train_counts,
+        "trainable_params": 2114,
+        "adapter": f"{path.stem}.safetensors",
+        "adapter_bytes": 9_000 + int(rng.integers(0, 100)),
+        "wall_time_s": 12.0 + float(rng.uniform(0, 2)),
+        "train_time_s": (10.0 if method in ("erm", "groupdro") else 13.0) + rng.uniform(0, 1),
+        "code_version": "fake00000000",
+        "provenance": {"fake": True},
+        "notebook": None,
+    }
+    return record, path
+
+
+def write_fake_results(
+    results: Path, profile: str = "smoke", seeds: tuple[int, ...] = (0, 1, 2), *,
+    text: bool = True, paper: bool = False, bench: bool = False,
+) -> list[Path]:
+    """Write a profile's worth of fake records under ``results`` and return their paths.
+
+    synthetic: the six main settings over ``seeds`` and a c sweep of CPT and Scalarized at the
+    first seed; text: ERM and CPT over ``seeds``; paper (optional): waterbirds ERM and CPT at
+    one seed; bench (optional): a CPU and a GPU ``cpt bench`` file.
+    """
+    runs = [("synthetic", m, a, c, s) for m, a, c in MAIN for s in seeds]
+    runs += [("synthetic", m, 1.0, c, seeds[0]) for m in ("cpt", "scalarized") for c in SWEEP_CS]
+    if text:
+        runs += [("text", "erm", 0.0, None, s) for s in seeds]
+        runs += [("text", "cpt", 1.0, [1, 1, 1, 1], s) for s in seeds]
+    written = []
+    for experiment, method, alpha, c, seed in runs:
+        dataset = "synthetic-text" if experiment == "text" else "synthetic"
+        names = TEXT_GROUPS if experiment == "text" else GROUPS
+        record, rel = fake_record(experiment, profile, method, alpha, c, seed, dataset=dataset,
+                                  group_names=names)
+        written.append(records.write_record(record, results / rel))
+    if paper:
+        for method, alpha, c in (("erm", 0.0, None), ("cpt", 2.0, [1, 1, 1, 1])):
+            record, rel = fake_record("waterbirds", "paper", method, alpha, c, 0,
+                                      dataset="waterbirds", model="vit_base_patch16_224")
+            written.append(records.write_record(record, results / rel))
+    if bench:
+        written += write_fake_bench(results / "bench")
+    return written
+
+
+def write_fake_bench(folder: Path) -> list[Path]:
+    """A CPU and a GPU bench file: ``{"machine": {...}, "rows": [...]}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, device in (("cpu.json", "fake CPU, 2 threads"), ("gpu-h200.json", "fake GPU")):
+        rows = [
+            {"model": "quick", "method": m, "groups": k, "median_s": 0.09 * r,
+             "ratio_to_erm": r, "peak_mem_mb": 300.0 * r}
+            for k in (4, 8)
+            for m, r in (("erm", 1.0), ("groupdro", 1.01), ("cpt-split", 1.1 + k / 100),
+                         ("cpt-naive", 2.5 + k / 10), ("balancer-only", 0.02))
+        ]
+        path = folder / name
+        path.write_text(json.dumps({"machine": {"device": device}, "rows": rows}))
+        out.append(path)
+    return out
