@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import math
 import os
@@ -36,10 +37,11 @@ import torch
 from timm.layers.patch_embed import PatchEmbed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from cptlib.data.synthetic import (
     BACKGROUNDS,
+    DRAWING_VERSION,
     SHAPES,
     generate_arrays,
     show_progress,
@@ -71,6 +73,7 @@ QUICK_CONFIG: dict[str, Any] = {
         "warmup_steps": 50,
         "background_loss_weight": 0.1,  # equal weight starves shape learning (prototype)
         "flip": True,
+        "data_version": DRAWING_VERSION,  # the upstream images change when the drawing does
     },
 }
 
@@ -124,7 +127,8 @@ class ConvStem(PatchEmbed):
                 layers.append(nn.GELU())
         self.proj = nn.Sequential(*layers)
 
-    def set_input_size(self, img_size=None, patch_size=None) -> None:  # noqa: D102
+    def set_input_size(self, img_size=None, patch_size=None) -> None:
+        """A new image size changes the grid; a new patch size would need a new stem."""
         if patch_size is not None and tuple(_pair(patch_size)) != tuple(self.patch_size):
             raise ValueError("the conv stem's stride is fixed; build a new backbone instead")
         super().set_input_size(img_size=img_size)
@@ -456,7 +460,9 @@ def _build(path: Path, cfg: dict[str, Any], gates: Mapping[str, Any] | None,
     backbone = create_quick_backbone(cfg)
     backbone.load_state_dict(state)
     metrics.update(linear_probe(backbone, gates))
-    _atomic_write(path, lambda p: torch.save(state, p))
+    buf = io.BytesIO()  # saving to a named file would embed its name: bytes would differ
+    torch.save(state, buf)
+    _atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
     meta = {
         "format": _SIDECAR_VERSION,
         "file": path.name,
