@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from cptlib.sweep import sweep
 
-    result = sweep(args.profile, args.only, force=args.force)
+    result = sweep(args.profile, args.only, force=args.force, jobs=args.jobs)
     print(result.summary())
     return 0 if result.ok else 1
 
@@ -75,6 +75,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
     s.add_argument("--only", metavar="EXPERIMENT", help="only this experiment's runs")
     s.add_argument("--force", action="store_true", help="rerun runs whose record exists")
+    s.add_argument("--jobs", type=int, help="runs side by side (default: 2 on 2+ cores)")
     s.set_defaults(func=_sweep)
 
     b = sub.add_parser("book", help="sweep, summaries, then the jupyter-book build")

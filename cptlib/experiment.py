@@ -7,6 +7,7 @@ parameters into data, model, training and record, the same way at every scale.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -178,6 +179,8 @@ def run(
     A checkpoint next to the record makes the same call resume after a crash.
     """
     exp, cfg, record_params, path = resolve(params)
+    if os.environ.get("CPT_TORCH_THREADS"):  # set by a sweep running several runs at once
+        torch.set_num_threads(int(os.environ["CPT_TORCH_THREADS"]))
     data = load_data(exp)
     cfg.resolve_epochs(len(data.train))
     cfg.validate(data.train.n_groups)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,10 +193,40 @@ class SweepResult:
         return "\n".join(lines)
 
 
+def default_jobs() -> int:
+    """Runs side by side: two one-thread runs get more from two cores than one two-thread
+    run (small matrices scale poorly across threads), and they hide kernel start-up."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def _execute_isolated(spec: RunSpec, threads: int) -> None:
+    """``cpt run`` in a child process with ``threads`` torch threads (one run's failure or
+    memory never touches another's)."""
+    args = [sys.executable, "-m", "cptlib.cli", "run", spec.experiment, "--profile", spec.profile]
+    for key, value in spec.overrides.items():
+        if key not in ("profile", "experiment"):
+            args += ["-p", f"{key}={json.dumps(value)}"]  # JSON is YAML
+    env = {**os.environ, "CPT_TORCH_THREADS": str(threads),
+           "CPT_PROJECT": str(project_root())}
+    out = subprocess.run(args, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"exit status {out.returncode}")
+
+
 def sweep(
-    profile: str, only: str | None = None, *, progress: bool | None = None, force: bool = False
+    profile: str,
+    only: str | None = None,
+    *,
+    progress: bool | None = None,
+    force: bool = False,
+    jobs: int | None = None,
 ) -> SweepResult:
-    """Execute every run of ``profile`` that has no up-to-date record; go on past failures."""
+    """Execute every run of ``profile`` that has no up-to-date record; go on past failures.
+
+    ``jobs`` runs execute side by side (default ``default_jobs()``), each with
+    ``cores // jobs`` torch threads; ``jobs=1`` runs them one by one in this process's way.
+    """
     from cptlib.experiment import result_code_version
     from cptlib.train import show_progress
 
@@ -203,23 +236,37 @@ def sweep(
     todo = []
     for spec in specs:
         (todo if force or not is_done(spec, code) else result.skipped).append(spec)
+    jobs = max(1, min(jobs or default_jobs(), len(todo) or 1))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     show = show_progress() if progress is None else progress
     print(f"sweep {profile}: {len(specs)} runs, {len(result.skipped)} up to date, "
-          f"{len(todo)} to run", flush=True)
-    bar = tqdm(todo, desc=f"sweep {profile}", disable=not show, unit="run")
-    for spec in bar:
-        bar.set_postfix_str(spec.label())
+          f"{len(todo)} to run ({jobs} at a time)", flush=True)
+    bar = tqdm(total=len(todo), desc=f"sweep {profile}", disable=not show, unit="run")
+
+    def one(spec: RunSpec) -> tuple[RunSpec, float]:
         start = time.perf_counter()
-        try:
+        if jobs == 1:
             execute(spec)
-        except Exception as exc:  # noqa: BLE001 — a failing run must not stop the sweep
-            message = str(exc).strip().splitlines()
-            result.failed.append((spec, message[-1] if message else type(exc).__name__))
-            print(f"FAILED {spec.label()}: see {spec.notebook_out}", flush=True)
-            continue
-        result.done.append(spec)
-        if not show:
-            print(f"done {spec.label()} in {time.perf_counter() - start:.0f} s", flush=True)
+        else:
+            _execute_isolated(spec, threads)
+        return spec, time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(one, spec): spec for spec in todo}
+        for future in as_completed(futures):
+            spec = futures[future]
+            bar.update(1)
+            try:
+                _, seconds = future.result()
+            except Exception as exc:  # noqa: BLE001 — a failing run must not stop the sweep
+                message = str(exc).strip().splitlines()
+                result.failed.append((spec, message[-1] if message else type(exc).__name__))
+                print(f"FAILED {spec.label()}: see {spec.notebook_out}", flush=True)
+                continue
+            result.done.append(spec)
+            if not show:
+                print(f"done {spec.label()} in {seconds:.0f} s", flush=True)
+    bar.close()
     return result
 
 
