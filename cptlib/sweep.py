@@ -193,6 +193,30 @@ class SweepResult:
         return "\n".join(lines)
 
 
+def prepare_inputs(specs: list[RunSpec]) -> None:
+    """Generate the data and pretrain the embedded backbone once, before runs start side by
+    side (two runs must not both build them). A failure here is left for the run to report."""
+    from cptlib.experiment import dataset_root, split_params
+
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.experiment == "toy":
+            continue
+        try:
+            exp, _ = split_params({k: v for k, v in spec.params.items() if k != "notebook"})
+            key = json.dumps([exp["dataset"], exp["data_size"], exp["data_seed"],
+                              exp["data_root"]])
+            if key not in seen:
+                seen.add(key)
+                dataset_root(exp)
+            if exp["model"] == "quick" and (exp["model_options"] or {}).get("pretrained"):
+                from cptlib.models.quick_backbone import ensure_quick_backbone
+
+                ensure_quick_backbone()
+        except Exception as exc:  # noqa: BLE001 — the run itself will fail and say why
+            print(f"note: could not prepare inputs of {spec.label()}: {exc}", flush=True)
+
+
 def default_jobs() -> int:
     """Runs side by side: two one-thread runs get more from two cores than one two-thread
     run (small matrices scale poorly across threads), and they hide kernel start-up."""
@@ -241,6 +265,7 @@ def sweep(
     show = show_progress() if progress is None else progress
     print(f"sweep {profile}: {len(specs)} runs, {len(result.skipped)} up to date, "
           f"{len(todo)} to run ({jobs} at a time)", flush=True)
+    prepare_inputs(todo)
     bar = tqdm(total=len(todo), desc=f"sweep {profile}", disable=not show, unit="run")
 
     def one(spec: RunSpec) -> tuple[RunSpec, float]:

@@ -528,7 +528,11 @@ def read_metadata(root: Path) -> dict[str, np.ndarray]:
 
 
 def load(root: Path, split: str, transform: Callable[[Any], Any] | None = None) -> GroupDataset:
-    """Split ``split`` of a generated benchmark as a ``GroupDataset`` of PIL images."""
+    """Split ``split`` of a generated benchmark as a ``GroupDataset`` of PIL images.
+
+    The images are decoded once, here (7,195 images of 32 px: about 20 MB and well under a
+    second), so training steps do not spend an eighth of their time re-reading PNG files.
+    """
     if split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLIT_CODES)}")
     root = Path(root)
@@ -538,9 +542,9 @@ def load(root: Path, split: str, transform: Callable[[Any], Any] | None = None) 
     train_counts = np.bincount(meta["y"][train] * 2 + meta["place"][train], minlength=4)
     sel = meta["split"] == SPLIT_CODES[split]
     return GroupDataset(
-        "synthetic", split, [root / p for p in meta["img_filename"][sel]],
+        "synthetic", split, [_open_rgb(root / p) for p in meta["img_filename"][sel]],
         meta["y"][sel], meta["place"][sel], n_classes=2, n_attr=2, group_names=GROUP_NAMES,
-        train_group_counts=torch.as_tensor(train_counts), loader=_open_rgb,
+        train_group_counts=torch.as_tensor(train_counts),
         transform=default_transform(split) if transform is None else transform,
     )
 
