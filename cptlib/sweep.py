@@ -142,9 +142,10 @@ def profile_runs(profile: str, only: str | None = None) -> list[RunSpec]:
 
 
 def is_done(spec: RunSpec, code: str | None = None) -> bool:
-    """A record exists for these parameters and this code."""
+    """A record exists for these parameters and this code, with its executed notebook (a
+    record written by running the template directly, as nbval does, has none)."""
     path = spec.record_path
-    if not path.exists():
+    if not path.exists() or not spec.notebook_out.exists():
         return False
     try:
         from cptlib.experiment import result_code_version
