@@ -211,8 +211,10 @@ def prepare_inputs(specs: list[RunSpec]) -> None:
                 seen.add(key)
                 dataset_root(exp)
             if exp["model"] == "quick" and (exp["model_options"] or {}).get("pretrained"):
-                from cptlib.models.quick_backbone import ensure_quick_backbone
+                from cptlib.models.quick_backbone import ensure_quick_backbone, quick_backbone_path
 
+                if not quick_backbone_path().exists():
+                    print("pretraining the embedded backbone (once; a few minutes) …", flush=True)
                 ensure_quick_backbone()
         except Exception as exc:  # noqa: BLE001 — the run itself will fail and say why
             print(f"note: could not prepare inputs of {spec.label()}: {exc}", flush=True)
