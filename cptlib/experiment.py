@@ -77,25 +77,31 @@ def dataset_root(exp: dict[str, Any]) -> Path:
     if size not in ("full", "smoke"):
         raise ValueError(f"data_size must be 'full' or 'smoke', got {size!r}")
     if size == "smoke":
-        root = cache_dir() / "smoke" / f"{name}-{seed}"
         if name in EMBEDDED:
             import importlib
 
+            module = importlib.import_module(EMBEDDED[name])
+            # The generator's version is part of the folder: a cache made by older drawing or
+            # template code is never mistaken for today's data.
+            version = getattr(module, "DRAWING_VERSION", getattr(module, "TEMPLATE_VERSION", 0))
+            root = cache_dir() / "smoke" / f"{name}-{seed}-v{version}"
             counts, n_eval = SMOKE_COUNTS[name]
             if not (root / ".cpt-complete.json").exists():
-                importlib.import_module(EMBEDDED[name]).generate(
-                    root, seed=seed, counts=counts, n_eval_per_group=n_eval, progress=False
-                )
-        elif not (root / ".cpt-complete.json").exists():
-            from cptlib.data.fakes import write_fake
+                module.generate(root, seed=seed, counts=counts, n_eval_per_group=n_eval,
+                                progress=False)
+            return root
+        from cptlib.data.fakes import write_fake
 
-            write_fake(name, root, seed=seed)
-        return root
+        # write_fake keeps an identical stand-in and replaces one made by other code.
+        return write_fake(name, cache_dir() / "smoke" / f"{name}-{seed}", seed=seed)
     root = Path(exp["data_root"]) if exp["data_root"] else data_root() / name
-    if name in EMBEDDED and not (root / ".cpt-complete.json").exists():
-        from cptlib.data.prepare import prepare
+    if name in EMBEDDED:
+        import importlib
 
-        prepare(name, root, seed=seed, progress=False)
+        # ensure_*: generate if missing; refuse a folder made with other parameters or by an
+        # older generator instead of training on it.
+        ensure = "ensure_" + EMBEDDED[name].rsplit(".", 1)[1]
+        getattr(importlib.import_module(EMBEDDED[name]), ensure)(root, seed=seed, progress=False)
     return root
 
 
