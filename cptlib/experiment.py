@@ -7,6 +7,7 @@ parameters into data, model, training and record, the same way at every scale.
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from dataclasses import dataclass, fields
@@ -78,8 +79,6 @@ def dataset_root(exp: dict[str, Any]) -> Path:
         raise ValueError(f"data_size must be 'full' or 'smoke', got {size!r}")
     if size == "smoke":
         if name in EMBEDDED:
-            import importlib
-
             module = importlib.import_module(EMBEDDED[name])
             # The generator's version is part of the folder: a cache made by older drawing or
             # template code is never mistaken for today's data.
@@ -96,8 +95,6 @@ def dataset_root(exp: dict[str, Any]) -> Path:
         return write_fake(name, cache_dir() / "smoke" / f"{name}-{seed}", seed=seed)
     root = Path(exp["data_root"]) if exp["data_root"] else data_root() / name
     if name in EMBEDDED:
-        import importlib
-
         # ensure_*: generate if missing; refuse a folder made with other parameters or by an
         # older generator instead of training on it.
         ensure = "ensure_" + EMBEDDED[name].rsplit(".", 1)[1]
