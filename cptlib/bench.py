@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-METHODS = ("erm", "groupdro", "cpt-split", "cpt-naive")
+METHODS = ("erm", "groupdro", "cpt-expand", "cpt-split", "cpt-naive")
 BALANCER_ONLY = "balancer-only"
 ROW_KEYS = (
     "model", "method", "groups", "batch", "median_s", "spread_s", "ratio_to_erm", "peak_mem_mb",
@@ -364,7 +364,7 @@ class StepCase:
         from cptlib.train import TrainConfig, Window, make_balancer
 
         name, _, way = self.method.partition("-")
-        self.way = way or "split"
+        self.way = way or "auto"  # ERM and GroupDRO compute no per-group gradients here
         self.cfg = TrainConfig(method=name, grad_way=self.way, diag_every=0,
                                batch_size=int(self.y.shape[0]))
         self.balancer = make_balancer(self.cfg, self.n_groups, None)

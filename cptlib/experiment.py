@@ -218,6 +218,9 @@ def run(
         "adapter_bytes": adapter.stat().st_size,
         "wall_time_s": time.perf_counter() - start,
         "train_time_s": out["train_time_s"],
+        # What the parameters resolved to here (epochs → steps, grad_way "auto" → a way).
+        "resolved": {"steps": cfg.steps, "warmup_steps": cfg.warmup_steps,
+                     "eval_every": cfg.eval_every, "grad_way": out["grad_way"]},
         "code_version": result_code_version(),
         "provenance": records.provenance(),
         "notebook": notebook,

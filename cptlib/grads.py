@@ -1,12 +1,20 @@
 """Per-group losses, per-group gradients and their Gramian, and applying the weights β.
 
 Only the trainable parameters are differentiated (``requires_grad=True``, or ``params=``).
-Two ways give the same result when samples do not interact in the forward pass:
+Three ways give the same result when samples do not interact in the forward pass:
 
+- ``"expand"``: one forward and one backward pass of the whole batch, as ERM does. Prompt
+  tuning copies the prompts once per sample, so the gradient reaching each copy is that sample's
+  own; per-group prompt gradients are sums of those copies' gradients, and the linear head's
+  come from its inputs and output gradients (an outer product per sample, summed per group).
+  Only for models whose trainable parameters are prompts with ``capture()`` and a linear
+  ``head`` (the VPT models); see ``expand_supported``;
 - ``"split"``: forward and backward each present group's sub-batch on its own, so the total
-  work is about one forward and one backward pass of the batch (the fast path);
+  work is about one forward and one backward pass of the batch, in K smaller pieces;
 - ``"naive"``: one forward pass over the batch, then K backward passes over its graph
   (``retain_graph=True``), which is what the authors' code does (about K backward passes).
+
+``"auto"`` picks ``"expand"`` where it applies and ``"split"`` elsewhere.
 """
 
 from __future__ import annotations
@@ -20,16 +28,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "WAYS",
     "GroupGrads",
     "combined_direction",
     "conflict_fraction",
+    "expand_supported",
     "group_losses",
     "per_group_grads",
+    "resolve_way",
     "set_combined_grad",
     "trainable_params",
 ]
 
 LossFn = Callable[..., Tensor]
+WAYS = ("auto", "expand", "split", "naive")
 
 
 @dataclass
@@ -108,6 +120,46 @@ def _write_row(row: Tensor, grads: Sequence[Tensor | None]) -> None:
         offset += n
 
 
+def _expand_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
+    """The (prompt module, linear head) of a model built for way "expand", else None."""
+    prompt, head = getattr(model, "prompt", None), getattr(model, "head", None)
+    if getattr(model, "batch_interacts", False) or not isinstance(head, nn.Linear):
+        return None
+    if not callable(getattr(prompt, "capture", None)) or not isinstance(
+            getattr(prompt, "prompts", None), Tensor):
+        return None
+    return prompt, head
+
+
+def expand_supported(model: nn.Module, params: Sequence[Tensor] | None = None) -> bool:
+    """Whether way "expand" applies: every differentiated parameter is the prompts of a
+    ``model.prompt`` with ``capture()`` (``cptlib.models.vit.PromptTokens``) or the weight or
+    bias of a linear ``model.head``, and the model does not mix samples (``batch_interacts``)."""
+    parts = _expand_parts(model)
+    if parts is None:
+        return False
+    params = trainable_params(model) if params is None else params
+    prompt, head = parts
+    own = {id(prompt.prompts), id(head.weight)} | ({id(head.bias)} if head.bias is not None
+                                                   else set())
+    return all(id(p) in own for p in params)
+
+
+def resolve_way(model: nn.Module, way: str = "auto",
+                params: Sequence[Tensor] | None = None) -> str:
+    """The concrete way for ``way``: "auto" is "expand" where ``expand_supported``, else
+    "split"; an explicit "expand" the model does not support is an error."""
+    if way not in WAYS:
+        raise ValueError(f"way must be one of {', '.join(map(repr, WAYS))}, got {way!r}")
+    if way == "auto":
+        return "expand" if expand_supported(model, params) else "split"
+    if way == "expand" and not expand_supported(model, params):
+        raise ValueError(
+            f"way 'expand' needs prompts with capture() and a linear head as the only trainable "
+            f"parameters (the VPT models); {type(model).__name__} is not one: use 'split'")
+    return way
+
+
 def per_group_grads(
     model: nn.Module,
     x: Any,
@@ -116,11 +168,13 @@ def per_group_grads(
     n_groups: int,
     *,
     params: Sequence[Tensor] | None = None,
-    way: str = "split",
+    way: str = "auto",
     loss_fn: LossFn = F.cross_entropy,
 ) -> GroupGrads:
     """Per-group mean losses, flattened per-group gradients and their Gramian for one batch.
 
+    ``way="expand"`` (VPT models, see the module docstring) costs one forward and one backward
+    pass of the batch; ``"auto"`` uses it where it applies, else ``"split"``.
     ``way="split"`` forwards and backwards each present group's sub-batch separately (total work
     ≈ one forward + backward of the batch). It is exact only when samples do not interact in the
     forward pass: no train-mode batch norm (or any batch statistic) in the differentiated path;
@@ -129,9 +183,8 @@ def per_group_grads(
     ``loss_fn(logits, y, reduction="none")`` must give per-sample losses. ``x`` may be a tensor,
     a list of items (e.g. strings) or a mapping of tensors; it is indexed like ``y``.
     """
-    if way not in ("split", "naive"):
-        raise ValueError(f"way must be 'split' or 'naive', got {way!r}")
     params = trainable_params(model) if params is None else list(params)
+    way = resolve_way(model, way, params)
     batch = _batch_size(x)
     if y.shape[0] != batch:
         raise ValueError(f"x has {batch} samples but y has {y.shape[0]}")
@@ -139,7 +192,9 @@ def per_group_grads(
     ref = params[0]
     grads = torch.zeros(n_groups, sum(p.numel() for p in params), dtype=ref.dtype,
                         device=ref.device)
-    if way == "split":
+    if way == "expand":
+        losses, counts = _expand(model, x, y, g, n_groups, params, loss_fn, grads)
+    elif way == "split":
         losses, counts = _split(model, x, y, g, n_groups, params, loss_fn, grads)
     else:
         losses, counts = _naive(model, x, y, g, n_groups, params, loss_fn, grads)
@@ -156,6 +211,42 @@ def _split(model: nn.Module, x: Any, y: Tensor, g: Tensor, n_groups: int,
         _write_row(out[k], torch.autograd.grad(loss, params, allow_unused=True))
         losses[k] = loss.detach()
     return losses, counts
+
+
+def _expand(model: nn.Module, x: Any, y: Tensor, g: Tensor, n_groups: int,
+            params: list[Tensor], loss_fn: LossFn, out: Tensor) -> tuple[Tensor, Tensor]:
+    prompt, head = _expand_parts(model)  # type: ignore[misc]  # resolve_way checked it
+    seen: list[tuple[Tensor, Tensor]] = []
+    hook = head.register_forward_hook(lambda _m, args, output: seen.append((args[0], output)))
+    try:
+        with prompt.capture() as taps:
+            logits = model(x)
+    finally:
+        hook.remove()
+    if len(seen) != 1:
+        raise RuntimeError(f"way 'expand': the head ran {len(seen)} times in one forward pass")
+    feats, head_out = seen[0]
+    losses, counts = group_losses(loss_fn(logits, y, reduction="none"), g, n_groups)
+    wants_prompts = any(p is prompt.prompts for p in params)
+    inputs = [head_out, *(tap for _, tap in taps)] if wants_prompts else [head_out]
+    # Σ_k L_k: sample b's gradient is its own loss's, divided by its group's size.
+    d_out, *d_taps = torch.autograd.grad(losses.sum(), inputs)
+    onehot = F.one_hot(g.to(torch.int64), n_groups).to(out.dtype)  # (B, K)
+    d_out = d_out.to(out.dtype)
+    offset = 0
+    for p in params:
+        row = out[:, offset:offset + p.numel()]
+        if p is head.weight:
+            feats = feats.detach().to(out.dtype)
+            row.copy_(torch.einsum("bk,bc,bd->kcd", onehot, d_out, feats).reshape(n_groups, -1))
+        elif p is head.bias:
+            row.copy_(onehot.T @ d_out)
+        else:  # the prompts (L, T, D): each use adds its copies' gradients to its layer
+            layers = row.view(n_groups, p.shape[0], -1)
+            for (layer, _), grad in zip(taps, d_taps, strict=True):
+                layers[:, layer] += onehot.T @ grad.reshape(grad.shape[0], -1).to(out.dtype)
+        offset += p.numel()
+    return losses.detach(), counts
 
 
 def _naive(model: nn.Module, x: Any, y: Tensor, g: Tensor, n_groups: int,

@@ -1271,6 +1271,36 @@ def bench_table(rows: pd.DataFrame) -> pd.DataFrame | Note:
     return out.set_index(keys).drop(columns=[c for c in ("file",) if c not in keys])
 
 
+# The performance targets of the study (issue "Performance"), on the quick backbone, batch 64.
+BENCH_TARGETS = (("CPT step / ERM step", 4, 1.2), ("CPT step / ERM step", 16, 1.5),
+                 ("balancer time per step (ms)", 4, 2.0))
+
+
+def bench_targets(rows: pd.DataFrame) -> pd.DataFrame | Note:
+    """Each target next to what the bench measured for every per-group-gradient way."""
+    if rows.empty:
+        return _nothing("benchmark rows")
+    out = []
+    for what, k, limit in BENCH_TARGETS:
+        if what.startswith("balancer"):
+            hit = rows[(rows["method"] == "balancer-only") & (rows["groups"] == k)]
+            cases = [("balancer-only", 1000 * pd.to_numeric(hit["median_s"]))]
+        else:
+            quick = rows[(rows["model"] == "quick") & (rows["groups"] == k)]
+            methods = sorted(m for m in quick["method"].unique() if m.startswith("cpt-"))
+            cases = [(m, pd.to_numeric(quick[quick["method"] == m]["ratio_to_erm"]))
+                     for m in methods]
+        for method, values in cases:
+            if values.empty or values.isna().all():
+                continue
+            value = float(values.median())
+            out.append({"target": what, "K": k, "method": method, "limit": f"≤ {limit:g}",
+                        "measured": round(value, 2), "met": "yes" if value <= limit else "no"})
+    if not out:
+        return _nothing("rows for the targets (quick model at K = 4 or 16, balancer at K = 4)")
+    return pd.DataFrame(out).set_index(["target", "K", "method"])
+
+
 def bench_figure(rows: pd.DataFrame) -> Figure | Note:
     """Per-step cost relative to ERM, per method and number of groups (one panel per model)."""
     if rows.empty:

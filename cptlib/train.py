@@ -29,7 +29,14 @@ from tqdm import tqdm
 
 from cptlib import balancers as B
 from cptlib.data.samplers import sample_weights
-from cptlib.grads import conflict_fraction, group_losses, per_group_grads, set_combined_grad
+from cptlib.grads import (
+    WAYS,
+    conflict_fraction,
+    group_losses,
+    per_group_grads,
+    resolve_way,
+    set_combined_grad,
+)
 from cptlib.metrics import evaluate_logits
 
 SELECTION_METRICS = ("worst_group_acc", "auroc", "avg_acc", "mean_acc")
@@ -53,7 +60,7 @@ class TrainConfig:
     warmup_steps: int = 0
     schedule: str = "cosine"  # "cosine" (per optimiser step, after warm-up) or "constant"
     eval_every: int = 50
-    grad_way: str = "split"  # "split" (per-group sub-batches) or "naive" (K backward passes)
+    grad_way: str = "auto"  # per-group gradients: "auto", "expand", "split", "naive" (cptlib.grads)
     eta: float = 0.01  # GroupDRO step size
     gdro_adjustment: float = 0.0  # GroupDRO generalisation adjustment C
     eps: float = 1e-4  # CPT's balance threshold on μ
@@ -76,8 +83,8 @@ class TrainConfig:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.grad_way not in ("split", "naive"):
-            raise ValueError(f"grad_way must be 'split' or 'naive', got {self.grad_way!r}")
+        if self.grad_way not in WAYS:
+            raise ValueError(f"grad_way must be one of {', '.join(WAYS)}, got {self.grad_way!r}")
         if self.selection not in SELECTION_METRICS:
             raise ValueError(
                 f"selection must be one of {SELECTION_METRICS}, got {self.selection!r}"
@@ -232,7 +239,9 @@ def train(
     train_counts = train_set.train_group_counts
     balancer = make_balancer(cfg, K, train_counts)
     params = _trainable(model)
-    way = "naive" if getattr(model, "batch_interacts", False) else cfg.grad_way
+    # Models whose forward pass mixes samples get the authors' way, the only exact one there.
+    way = ("naive" if getattr(model, "batch_interacts", False)
+           else resolve_way(model, cfg.grad_way, params))
     # Groups with no training samples (MetaShift's evaluation-only contexts) take no part.
     present_ids = torch.unique(train_set.groups, return_inverse=True)[1]
     weights = sample_weights(present_ids, cfg.alpha).double()
@@ -310,6 +319,7 @@ def train(
         "history": state["history"],
         "best_state": best["model"],
         "train_time_s": state["wall"],
+        "grad_way": way,
     }
 
 

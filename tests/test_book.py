@@ -330,3 +330,26 @@ def test_toy_endpoint_table_shares_and_targets():
     assert table.loc[("CPT", "L1"), "mu"] == pytest.approx(0.0, abs=1e-12)  # on the ray
     assert table.loc[("Scalarized", "L2"), "share"] == pytest.approx(0.5)
     assert table.loc[("Scalarized", "L2"), "mu"] > 0.1
+
+
+def test_bench_targets_compare_each_way_with_its_limit():
+    rows = pd.DataFrame([
+        {"model": "quick", "method": "cpt-expand", "groups": 16, "median_s": 0.1,
+         "ratio_to_erm": 1.02},
+        {"model": "quick", "method": "cpt-split", "groups": 16, "median_s": 0.2,
+         "ratio_to_erm": 1.76},
+        {"model": "quick", "method": "cpt-split", "groups": 4, "median_s": 0.1,
+         "ratio_to_erm": 1.2},  # at the limit: met
+        {"model": "vit_base_patch16_224", "method": "cpt-split", "groups": 4, "median_s": 2.0,
+         "ratio_to_erm": 9.0},  # another model: not a target row
+        {"model": "none", "method": "balancer-only", "groups": 4, "median_s": 0.0025,
+         "ratio_to_erm": None},
+    ])
+    table = plots.bench_targets(rows)
+    assert table.loc[("CPT step / ERM step", 16, "cpt-expand"), "met"] == "yes"
+    assert table.loc[("CPT step / ERM step", 16, "cpt-split"), "met"] == "no"
+    assert table.loc[("CPT step / ERM step", 4, "cpt-split"), "met"] == "yes"
+    assert table.loc[("balancer time per step (ms)", 4, "balancer-only"), "measured"] == 2.5
+    assert table.loc[("balancer time per step (ms)", 4, "balancer-only"), "met"] == "no"
+    assert len(table) == 4
+    assert isinstance(plots.bench_targets(rows.iloc[3:4]), plots.Note)

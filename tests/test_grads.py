@@ -11,8 +11,10 @@ from torch import nn
 from cptlib.grads import (
     combined_direction,
     conflict_fraction,
+    expand_supported,
     group_losses,
     per_group_grads,
+    resolve_way,
     set_combined_grad,
     trainable_params,
 )
@@ -180,3 +182,100 @@ def test_conflict_fraction():
     assert conflict_fraction(grads, d) == pytest.approx(1 / 3)  # zero row = absent
     assert conflict_fraction(grads, d, counts=torch.tensor([1, 1, 0, 0])) == pytest.approx(0.5)
     assert conflict_fraction(grads, -d, counts=torch.tensor([1, 0, 0, 0])) == 1.0
+
+
+# ------------------------------------------------------------------ way "expand" (VPT models)
+
+TINY_VPT = {"img_size": 16, "patch_size": 8, "embed_dim": 24, "depth": 3, "num_heads": 2}
+
+
+def tiny_vpt(deep: bool = True, dropout: float = 0.0, tokens: int = 3, classes: int = 3):
+    from cptlib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit_tiny_patch16_224", classes, prompt_tokens=tokens, deep=deep,
+                        prompt_dropout=dropout, pretrained=False, **TINY_VPT)
+    return model.double().train()
+
+
+def image_batch(n: int = 14, classes: int = 3, seed: int = 0, absent: int | None = None):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 16, 16, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, classes, (n,), generator=gen)
+    g = torch.randint(0, K, (n,), generator=gen)
+    if absent is not None:
+        g[g == absent] = (absent + 1) % K
+    return x, y, g
+
+
+@pytest.mark.parametrize(("deep", "absent"), [(True, None), (True, 1), (False, None)])
+def test_expand_equals_split_and_naive_on_vpt(deep, absent):
+    model = tiny_vpt(deep=deep)
+    x, y, g = image_batch(absent=absent)
+    ways = {way: per_group_grads(model, x, y, g, K, way=way)
+            for way in ("expand", "split", "naive")}
+    assert ways["expand"].grads.shape[1] == sum(p.numel() for p in trainable_params(model))
+    for other in ("split", "naive"):
+        for field in ("losses", "counts", "grads", "gramian"):
+            torch.testing.assert_close(getattr(ways["expand"], field), getattr(ways[other], field),
+                                       rtol=1e-9, atol=1e-12)
+    if absent is not None:
+        assert torch.all(ways["expand"].grads[absent] == 0)
+    assert ways["expand"].grads.abs().sum(dim=1)[ways["expand"].counts > 0].min() > 0
+
+
+@pytest.mark.parametrize("frozen", ["prompt.prompts", "head.weight", "head.bias"])
+def test_expand_with_a_subset_of_the_parameters(frozen):
+    model = tiny_vpt()
+    dict(model.named_parameters())[frozen].requires_grad_(False)
+    x, y, g = image_batch(seed=1)
+    expand = per_group_grads(model, x, y, g, K, way="expand")
+    split = per_group_grads(model, x, y, g, K, way="split")
+    torch.testing.assert_close(expand.grads, split.grads, rtol=1e-9, atol=1e-12)
+
+
+def test_expand_is_permutation_equivariant():
+    """Reordering the samples (and relabelling the groups) permutes the rows, nothing else."""
+    model = tiny_vpt()
+    x, y, g = image_batch(n=16, seed=2)
+    base = per_group_grads(model, x, y, g, K, way="expand")
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    relabel = torch.tensor([2, 0, 3, 1])
+    moved = per_group_grads(model, x[order], y[order], relabel[g[order]], K, way="expand")
+    torch.testing.assert_close(moved.grads[relabel], base.grads, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(moved.losses[relabel], base.losses)
+
+
+def test_expand_with_prompt_dropout_matches_one_backward_pass():
+    """With dropout the masks come from one batch forward pass, exactly as ERM's: the group
+    rows then sum to the gradient of Σ_k L_k under the same random draws."""
+    model = tiny_vpt(dropout=0.5)
+    x, y, g = image_batch(seed=3)
+    params = trainable_params(model)
+    torch.manual_seed(7)
+    losses, _ = group_losses(F.cross_entropy(model(x), y, reduction="none"), g, K)
+    total = torch.cat([gr.reshape(-1) for gr in torch.autograd.grad(losses.sum(), params)])
+    torch.manual_seed(7)
+    expand = per_group_grads(model, x, y, g, K, way="expand")
+    torch.testing.assert_close(expand.grads.sum(dim=0), total, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(expand.losses, losses.detach())
+
+
+def test_auto_way_and_unsupported_expand():
+    assert resolve_way(tiny_vpt()) == "expand"
+    assert resolve_way(tiny_mlp()) == "split"
+    with pytest.raises(ValueError, match="expand"):
+        per_group_grads(tiny_mlp(), *batch(), K, way="expand")
+    vpt = tiny_vpt()
+    vpt.backbone.blocks[0].norm1.weight.requires_grad_(True)  # a trainable backbone weight
+    assert not expand_supported(vpt) and resolve_way(vpt) == "split"
+    with pytest.raises(ValueError, match="way must be one of"):
+        resolve_way(vpt, "batched")
+
+
+def test_capture_is_not_reentrant_and_always_released():
+    prompt = tiny_vpt().prompt
+    with prompt.capture(), pytest.raises(RuntimeError, match="already active"):
+        with prompt.capture():
+            pass
+    assert prompt._taps is None

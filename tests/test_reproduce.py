@@ -99,6 +99,8 @@ def test_rerun_with_a_new_c_appears_in_the_controllability_chapter(project):
     assert record_path.parent == project / "results" / "smoke" / "synthetic"
     record = json.loads(record_path.read_text())
     assert record["params"]["c"] == [1.0, 1.0, 8.0, 1.0]
+    assert record["resolved"]["grad_way"] == "expand"  # "auto" on a VPT model
+    assert record["resolved"]["steps"] == record["params"]["steps"]  # no epochs given
     assert record_path.with_suffix(".ipynb").exists()
     assert record_path.with_suffix(".safetensors").exists()
 

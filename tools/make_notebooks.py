@@ -35,7 +35,7 @@ COMMON = {
     "warmup_epochs": 0.0,
     "schedule": "cosine",
     "eval_every": 4,
-    "grad_way": "split",
+    "grad_way": "auto",
     "selection": "worst_group_acc",
     "seed": 0,
 }
@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.names and name not in args.names:
             continue
         path = NOTEBOOKS / f"{name}.ipynb"
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"cell-{i:02d}"  # stable ids: regenerating changes only what changed
         nbformat.write(nb, path)
         if args.execute:
             import papermill as pm

@@ -14,7 +14,8 @@ the blocks read, which is also where the deep prompts of later blocks live.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -54,14 +55,34 @@ class PromptTokens(nn.Module):
         self.prompts = nn.Parameter(torch.empty(n_layers, tokens, width))
         nn.init.uniform_(self.prompts, -init_range, init_range)
         self.dropout = nn.Dropout(dropout)
+        self._taps: list[tuple[int, torch.Tensor]] | None = None
 
     @property
     def tokens(self) -> int:
         """Prompt length T."""
         return self.prompts.shape[1]
 
+    @contextmanager
+    def capture(self) -> Iterator[list[tuple[int, torch.Tensor]]]:
+        """Record ``(layer, per-sample prompts (B, T, D))`` for every use inside the block.
+
+        Why: samples do not interact in the frozen backbone, so the gradient that reaches sample
+        b's copy of the prompts is sample b's own; summing those copies per group gives
+        per-group prompt gradients from one backward pass (``cptlib.grads``, way "expand").
+        The copies are taken before dropout, where they are still exact copies of the prompts.
+        """
+        if self._taps is not None:
+            raise RuntimeError("PromptTokens.capture() is already active")
+        self._taps = []
+        try:
+            yield self._taps
+        finally:
+            self._taps = None
+
     def _batch(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         prompts = self.prompts[layer].to(x.dtype).expand(x.shape[0], -1, -1)
+        if self._taps is not None:
+            self._taps.append((layer, prompts))
         return self.dropout(prompts)
 
     def insert(self, x: torch.Tensor, start: int) -> torch.Tensor:
