@@ -365,7 +365,7 @@ worst-group accuracy, mean ± standard error over seeds.
     ("md", "## Per-group test accuracy over training"),
     ("code", '''
 hist = plots.history_frame(runs)
-plots.dynamics_figure(hist, "acc", labels=("ERM", "CPT(c=1)"))
+plots.dynamics_figure(hist, "acc", labels=("ERM", "ERM (group-balanced)", "CPT(c=1)"))
 '''),
 ]
 
