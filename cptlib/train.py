@@ -341,11 +341,18 @@ def train_step(
     The optimiser step is the caller's; ``cpt bench`` times exactly this function plus it.
     """
     window.steps += 1
-    if balancer.needs_gramian:
+    diagnose = bool(cfg.diag_every) and step % cfg.diag_every == 0
+    # With "expand" the per-group gradients come from the plain forward and backward pass (same
+    # dropout draws), so a diagnostic step of ERM-like balancers takes its update from them too.
+    if balancer.needs_gramian or (diagnose and way == "expand"):
         gg = per_group_grads(model, x, y, g, K, params=params, way=way)
-        beta = balancer.weights(gg.losses, gg.gramian, gg.counts)
+        if balancer.needs_gramian:
+            beta = balancer.weights(gg.losses, gg.gramian, gg.counts)
+        else:
+            beta = balancer.weights(gg.losses, counts=gg.counts)
         set_combined_grad(params, gg.grads, beta.to(gg.grads.dtype))
-        window.conflict.append(conflict_fraction(gg.grads, beta @ gg.grads, gg.counts))
+        window.conflict.append(conflict_fraction(gg.grads, beta.to(gg.grads.dtype) @ gg.grads,
+                                                 gg.counts))
         counts, losses = gg.counts, gg.losses
     else:
         per_sample = F.cross_entropy(model(x), y, reduction="none")
@@ -353,7 +360,7 @@ def train_step(
         beta = balancer.weights(losses.detach(), counts=counts)
         (beta.to(losses.dtype) * losses).sum().backward()
         losses = losses.detach()
-        if cfg.diag_every and step % cfg.diag_every == 0:
+        if diagnose:
             # Diagnostics only: computed under a forked RNG so they never change training.
             with torch.random.fork_rng():
                 grads = per_group_grads(model, x, y, g, K, params=params, way=way).grads

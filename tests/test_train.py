@@ -124,3 +124,42 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     run(TrainConfig(steps=10, eval_every=5), checkpoint=ckpt, stop_after=5)
     with pytest.raises(ValueError, match="different configuration"):
         run(TrainConfig(steps=10, eval_every=5, lr=0.05), checkpoint=ckpt)
+
+
+def image_split(split: str, n_per_group=(24, 6, 5, 20)) -> GroupDataset:
+    """Four groups of 3×16×16 images whose label shifts channel 0 (for the VPT models)."""
+    gen = torch.Generator().manual_seed({"train": 0, "val": 1, "test": 2}[split])
+    xs, ys, attrs = [], [], []
+    for group, n in enumerate(n_per_group):
+        y, a = divmod(group, 2)
+        x = torch.randn(n, 3, 16, 16, generator=gen)
+        x[:, 0] += y - 0.5
+        x[:, 1] += a - 0.5
+        xs += list(x)
+        ys += [y] * n
+        attrs += [a] * n
+    return GroupDataset("img", split, xs, ys, attrs, n_classes=2, n_attr=2,
+                        group_names=["0/0", "0/1", "1/0", "1/1"],
+                        train_group_counts=list(n_per_group))
+
+
+@pytest.mark.parametrize("method", ["erm", "groupdro"])
+def test_diagnostics_never_change_training(method):
+    """With "expand", diagnostic steps take the update from the per-group gradients: the run
+    must end where a run without diagnostics ends (same dropout draws, rounding aside)."""
+    from cptlib.models import build_model
+
+    sets = {s: image_split(s) for s in ("train", "val", "test")}
+    outs = {}
+    for diag in (0, 2):
+        torch.manual_seed(0)
+        model = build_model("vit_tiny_patch16_224", 2, img_size=16, patch_size=8, embed_dim=24,
+                            depth=2, num_heads=2, prompt_tokens=2, prompt_dropout=0.2)
+        cfg = TrainConfig(method=method, alpha=1.0, steps=12, eval_every=6, batch_size=16,
+                          diag_every=diag, seed=1)
+        outs[diag] = train(model, sets["train"], sets["val"], sets["test"], cfg)
+    assert outs[0]["grad_way"] == outs[2]["grad_way"] == "expand"
+    for key, value in outs[0]["best_state"].items():
+        torch.testing.assert_close(outs[2]["best_state"][key], value, rtol=1e-4, atol=1e-6)
+    assert all(h["train"]["conflict_frac"] is None for h in outs[0]["history"])
+    assert all(h["train"]["conflict_frac"] is not None for h in outs[2]["history"])

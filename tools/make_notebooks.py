@@ -35,6 +35,7 @@ COMMON = {
     "warmup_epochs": 0.0,
     "schedule": "cosine",
     "eval_every": 4,
+    "eval_batch_size": 256,
     "grad_way": "auto",
     "selection": "worst_group_acc",
     "seed": 0,
