@@ -1286,7 +1286,8 @@ def bench_targets(rows: pd.DataFrame) -> pd.DataFrame | Note:
             hit = rows[(rows["method"] == "balancer-only") & (rows["groups"] == k)]
             cases = [("balancer-only", 1000 * pd.to_numeric(hit["median_s"]))]
         else:
-            quick = rows[(rows["model"] == "quick") & (rows["groups"] == k)]
+            quick = rows[(rows["model"] == "quick") & (rows["groups"] == k)
+                         & (pd.to_numeric(rows.get("batch", 64)) == 64)]
             methods = sorted(m for m in quick["method"].unique() if m.startswith("cpt-"))
             cases = [(m, pd.to_numeric(quick[quick["method"] == m]["ratio_to_erm"]))
                      for m in methods]

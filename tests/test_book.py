@@ -342,9 +342,12 @@ def test_bench_targets_compare_each_way_with_its_limit():
          "ratio_to_erm": 1.2},  # at the limit: met
         {"model": "vit_base_patch16_224", "method": "cpt-split", "groups": 4, "median_s": 2.0,
          "ratio_to_erm": 9.0},  # another model: not a target row
+        {"model": "quick", "method": "cpt-naive", "groups": 4, "median_s": 0.1, "batch": 32,
+         "ratio_to_erm": 2.0},  # a smoke bench's batch: the targets are for batch 64
         {"model": "none", "method": "balancer-only", "groups": 4, "median_s": 0.0025,
          "ratio_to_erm": None},
     ])
+    rows["batch"] = rows["batch"].fillna(64)
     table = plots.bench_targets(rows)
     assert table.loc[("CPT step / ERM step", 16, "cpt-expand"), "met"] == "yes"
     assert table.loc[("CPT step / ERM step", 16, "cpt-split"), "met"] == "no"
@@ -352,4 +355,4 @@ def test_bench_targets_compare_each_way_with_its_limit():
     assert table.loc[("balancer time per step (ms)", 4, "balancer-only"), "measured"] == 2.5
     assert table.loc[("balancer time per step (ms)", 4, "balancer-only"), "met"] == "no"
     assert len(table) == 4
-    assert isinstance(plots.bench_targets(rows.iloc[3:4]), plots.Note)
+    assert isinstance(plots.bench_targets(rows.iloc[3:5]), plots.Note)
