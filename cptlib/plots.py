@@ -1256,6 +1256,24 @@ def load_bench(folder: Path | str, gpu: bool = False) -> tuple[pd.DataFrame, lis
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), machines
 
 
+BENCH_MISSING = {
+    False: "**The benchmark has not been run** for this build (no `results/bench/*.json`). "
+           "Run it with:\n\n```console\n$ cpt bench --json results/bench/cpu.json\n```",
+    True: "**Ready and unmeasured.** The GPU benchmark (`scripts/bench_gpu.py`, which writes "
+          "`results/bench/gpu-<device>.json`) has not been run for this build, so this book "
+          "reports no GPU timing.",
+}
+
+
+def bench_section(folder: Path | str, gpu: bool = False) -> tuple[pd.DataFrame, Note]:
+    """The bench rows of ``folder`` (see ``load_bench``) and the sentence that introduces them:
+    the machines they were measured on, or how to produce them."""
+    rows, machines = load_bench(folder, gpu=gpu)
+    if rows.empty:
+        return rows, Note(BENCH_MISSING[gpu])
+    return rows, Note("Measured on: " + "; ".join(machines))
+
+
 def bench_table(rows: pd.DataFrame) -> pd.DataFrame | Note:
     """The bench rows rounded: median time per step (ms), ratio to ERM, peak memory (MB)."""
     if rows.empty:

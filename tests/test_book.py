@@ -27,7 +27,7 @@ from cptlib import book, plots, records  # noqa: E402
 from cptlib.paths import project_root  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_records import GROUPS, write_fake_results  # noqa: E402
+from fake_records import GROUPS, write_fake_bench, write_fake_results  # noqa: E402
 
 FEATURED = {"toy": "The toy problem", "synthetic_run": "A training run",
             "text_run": "A text run"}
@@ -356,3 +356,13 @@ def test_bench_targets_compare_each_way_with_its_limit():
     assert table.loc[("balancer time per step (ms)", 4, "balancer-only"), "met"] == "no"
     assert len(table) == 4
     assert isinstance(plots.bench_targets(rows.iloc[3:5]), plots.Note)
+
+
+def test_bench_section_says_where_it_was_measured_or_how_to_measure(tmp_path):
+    rows, note = plots.bench_section(tmp_path / "bench", gpu=True)
+    assert rows.empty and "Ready and unmeasured" in str(note)
+    rows, note = plots.bench_section(tmp_path / "bench")
+    assert rows.empty and "cpt bench --json" in str(note)
+    write_fake_bench(tmp_path / "bench")
+    rows, note = plots.bench_section(tmp_path / "bench", gpu=True)
+    assert set(rows["file"]) == {"gpu-h200.json"} and "fake GPU" in str(note)

@@ -266,8 +266,6 @@ from the run records and from the `cpt bench` measurements.
 '''),
     PARAMS,
     ("code", '''
-from IPython.display import Markdown
-
 from cptlib import plots
 
 runs = plots.load_runs(results_dir, profile)
@@ -310,13 +308,7 @@ the balancer's LP alone, for several numbers of groups K. The targets of the stu
 balancer under 2 ms per step at K = 4.
 '''),
     ("code", '''
-bench, machines = plots.load_bench(results / "bench")
-if bench.empty:
-    shown = plots.Note(
-        "**The benchmark has not been run** for this build (no `results/bench/*.json`). "
-        "Run it with:\\n\\n```console\\n$ cpt bench --json results/bench/cpu.json\\n```")
-else:
-    shown = Markdown("Measured on: " + "; ".join(machines))
+bench, shown = plots.bench_section(results / "bench")
 shown
 '''),
     ("code", "plots.bench_targets(bench) if not bench.empty else None"),
@@ -324,14 +316,7 @@ shown
     ("code", "plots.bench_figure(bench) if not bench.empty else None"),
     ("md", "## On a GPU"),
     ("code", '''
-gpu, gpu_machines = plots.load_bench(results / "bench", gpu=True)
-if gpu.empty:
-    shown = plots.Note(
-        "**Ready and unmeasured.** The GPU benchmark (`scripts/bench_gpu.py`, which writes "
-        "`results/bench/gpu-<device>.json`) has not been run for this build, so this book "
-        "reports no GPU timing.")
-else:
-    shown = Markdown("Measured on: " + "; ".join(gpu_machines))
+gpu, shown = plots.bench_section(results / "bench", gpu=True)
 shown
 '''),
     ("code", "plots.bench_table(gpu) if not gpu.empty else None"),
