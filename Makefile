@@ -32,7 +32,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check cptlib tests data_scripts tools
+	$(BIN)/ruff check cptlib tests data_scripts scripts
 
 clean:
 	rm -rf book/_build book/runs build results/smoke

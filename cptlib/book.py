@@ -14,9 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cptlib import records
+import nbformat
+
+from cptlib import _io, records
+from cptlib.models import trainable_table
 from cptlib.paths import project_root
-from cptlib.sweep import load_profiles, make_spec, sweep
+from cptlib.runs import experiments
+from cptlib.runs.profiles import pages
+from cptlib.runs.spec import results_root
+from cptlib.runs.sweep import sweep
 
 # Summary chapters: page name in book/runs/ → (notebook in notebooks/, extra parameters).
 SUMMARIES: dict[str, tuple[str, dict]] = {
@@ -26,11 +32,11 @@ SUMMARIES: dict[str, tuple[str, dict]] = {
     "efficiency": ("summary_efficiency", {}),
     "text": ("summary_text", {}),
 }
-PAPER_EXPERIMENTS = (
-    "waterbirds", "celeba", "metashift", "isic", "waterbirds_clip", "waterbirds_resnet50",
-    "multinli", "civilcomments",
-)
-SUMMARIES.update({f"paper_{e}": ("summary_paper", {"experiment": e}) for e in PAPER_EXPERIMENTS})
+SUMMARIES.update({
+    f"paper_{e.name}": ("summary_paper", {"experiment": e.name, "dataset": e.dataset,
+                                          "title": e.title, "data_note": e.data_note})
+    for e in experiments.paper_experiments()
+})
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "*.md", "*.bib", "images")
 
 
@@ -95,20 +101,42 @@ def execute_summaries(
 
 
 def copy_featured_runs(stage: Path, profile: str) -> None:
-    """Pages that show one run's own notebook (the toy chapter, an example training run)."""
+    """Pages that show one run's own notebook (the toy chapter, an example training run).
+
+    The page hides the parameter cells (the run says in prose which run it is)."""
     runs = stage / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    for page, entry in (load_profiles()[profile].get("pages") or {}).items():
-        entry = dict(entry)
-        spec = make_spec(entry.pop("experiment"), profile, entry)
+    for page, spec in pages(profile).items():
         src, dst = spec.notebook_out, runs / f"{page}.ipynb"
         if not src.exists():
             raise FileNotFoundError(
                 f"page {page!r} shows run {spec.label()}, whose notebook {src} does not exist; "
                 f"did that run fail? Run it with: cpt run {spec.experiment} --profile {profile}"
             )
-        if not dst.exists() or not filecmp.cmp(src, dst, shallow=False):
-            shutil.copy2(src, dst)
+        text = nbformat.writes(featured_page(nbformat.read(src, as_version=4)))
+        if not dst.exists() or dst.read_text(encoding="utf-8") != text:
+            _io.atomic_write(dst, text)
+
+
+def featured_page(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A run's executed notebook as a book page: parameter cells removed from the page."""
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    return nb
+
+
+def write_trainable_table(results: Path, profile: str) -> Path:
+    """The efficiency chapter's table of trainable parameters per model, written here (the
+    top floor) so that no chapter builds a model."""
+    path = results / profile / "trainable_params.json"
+    stamp = path.with_name(".trainable_params.version")
+    version = records.code_version([Path(__file__).resolve().parent / "models"])
+    if not path.exists() or not stamp.exists() or stamp.read_text() != version:
+        _io.write_json(path, trainable_table().to_dict(orient="records"))
+        _io.atomic_write(stamp, version)
+    return path
 
 
 def build_html(stage: Path, *, strict: bool = True) -> Path:
@@ -129,13 +157,12 @@ def build_book(
     Runs that fail are listed and make the build fail at the end, after the other chapters
     were built, so one broken run never hides the rest.
     """
-    from cptlib.experiment import results_dir
-
     result = sweep(profile)
     print(result.summary(), flush=True)
     stage = book_dir() if out is None else stage_sources(Path(out))
-    results = results_dir("results")
+    results = results_root()
     copy_featured_runs(stage, profile)
+    write_trainable_table(results, profile)
     execute_summaries(stage, profile, results, force=force)
     index = build_html(stage, strict=strict)
     if not result.ok:

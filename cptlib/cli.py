@@ -1,4 +1,10 @@
-"""The ``cpt`` command: prepare data, run one experiment, sweep a profile, build the book, bench."""
+"""The ``cpt`` command: prepare data, run one experiment, sweep a profile, build the book, bench.
+
+The command only parses and calls downwards. Every error a user can cause (a parameter, a
+file, an archive) ends as one line on stderr naming the input and the problem, exit code 2,
+before any work starts; ``--debug`` (or ``CPT_DEBUG=1``) shows the traceback instead. Run
+parameters are validated by the run spec without importing torch or starting a kernel.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,21 @@ import os
 import sys
 from pathlib import Path
 
+from cptlib.runs.spec import PROFILES, RunSpec, parse_overrides
+
+EXIT_USER_ERROR = 2
+EXIT_RUN_FAILED = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def _data(args: argparse.Namespace) -> int:
-    from cptlib.data.prepare import prepare
+    from cptlib.data.prepare import prepare  # lazy: each command imports only what it uses
 
     path = prepare(args.name, Path(args.root) if args.root else None, args.source, args.seed)
     print(path)
@@ -17,25 +35,25 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from cptlib.sweep import execute, make_spec, parse_overrides
+    spec = RunSpec.build(args.experiment, args.profile, parse_overrides(args.param))
+    from cptlib.runs.execute import execute  # lazy: papermill, only once the spec is valid
 
-    spec = make_spec(args.experiment, args.profile, parse_overrides(args.param))
-    print(f"running {spec.label()} at profile {args.profile} …", file=sys.stderr, flush=True)
-    path = execute(spec, log_output=args.verbose)
-    print(path)
+    print(f"running {spec.label()} at profile {args.profile} [{spec.run_id}] …",
+          file=sys.stderr, flush=True)
+    print(execute(spec, log_output=args.verbose))
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from cptlib.sweep import sweep
+    from cptlib.runs.sweep import sweep  # lazy: see _data
 
     result = sweep(args.profile, args.only, force=args.force, jobs=args.jobs)
     print(result.summary())
-    return 0 if result.ok else 1
+    return 0 if result.ok else EXIT_RUN_FAILED
 
 
 def _book(args: argparse.Namespace) -> int:
-    from cptlib.book import build_book
+    from cptlib.book import build_book  # lazy: see _data
 
     index = build_book(
         args.profile, out=Path(args.out) if args.out else None, strict=not args.no_strict,
@@ -46,14 +64,16 @@ def _book(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from cptlib.bench import main as bench_main
+    from cptlib.bench import main as bench_main  # lazy: see _data
 
     return bench_main(args)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cpt", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="cpt", description=__doc__)
+    p.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks instead of one-line errors (or CPT_DEBUG=1)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     d = sub.add_parser("data", help="prepare a dataset (download + verify, or generate)")
     d.add_argument("name", help="waterbirds, celeba, metashift, isic, multinli, civilcomments, "
@@ -64,22 +84,22 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_data)
 
     r = sub.add_parser("run", help="execute one experiment notebook with papermill")
-    r.add_argument("experiment", help="notebook name in notebooks/, e.g. synthetic, toy, text")
-    r.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    r.add_argument("experiment", help="an experiment of the registry, e.g. synthetic, toy, text")
+    r.add_argument("--profile", default="quick", choices=PROFILES)
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="parameter override, value parsed as YAML (e.g. -p c=[1,1,4,1])")
     r.add_argument("-v", "--verbose", action="store_true", help="stream the notebook's output")
     r.set_defaults(func=_run)
 
     s = sub.add_parser("sweep", help="every run a profile lists, skipping up-to-date ones")
-    s.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    s.add_argument("--profile", default="quick", choices=PROFILES)
     s.add_argument("--only", metavar="EXPERIMENT", help="only this experiment's runs")
     s.add_argument("--force", action="store_true", help="rerun runs whose record exists")
-    s.add_argument("--jobs", type=int, help="runs side by side (default: 2 on 2+ cores)")
+    s.add_argument("--jobs", type=int, help="runs side by side (default: one per core)")
     s.set_defaults(func=_sweep)
 
     b = sub.add_parser("book", help="sweep, summaries, then the jupyter-book build")
-    b.add_argument("--profile", default="quick", choices=["smoke", "quick", "paper"])
+    b.add_argument("--profile", default="quick", choices=PROFILES)
     b.add_argument("--out", help="build a copy of the book there instead of in book/")
     b.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
     b.add_argument("--force", action="store_true", help="re-execute every summary chapter")
@@ -92,14 +112,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Values argparse cannot check, checked before any work."""
+    if getattr(args, "jobs", None) is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if getattr(args, "only", None) is not None:
+        from cptlib.runs.experiments import get
+
+        get(args.only)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = parser().parse_args(argv)
+    debug = args.debug or os.environ.get("CPT_DEBUG", "") not in ("", "0")
     try:
+        _check_args(args)
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"cpt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as exc:
+        if debug:
+            raise
+        print(f"cpt {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except RuntimeError as exc:  # a run that failed inside its notebook (RunFailed), a build
+        if debug:
+            raise
+        print(f"cpt {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except KeyboardInterrupt:
+        print(f"cpt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
 
 
 if __name__ == "__main__":

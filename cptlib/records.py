@@ -9,38 +9,19 @@ run's parameters, so a sweep can tell whether a run was already done (and with w
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
-import os
-import platform
-import subprocess
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cptlib import paths as cpt_paths
-
-#: Distributions whose versions a record keeps (key in the record -> distribution name).
-_VERSIONED = {
-    "torch": "torch",
-    "torchvision": "torchvision",
-    "timm": "timm",
-    "open_clip": "open_clip_torch",
-    "peft": "peft",
-    "transformers": "transformers",
-    "numpy": "numpy",
-    "scipy": "scipy",
-    "scikit-learn": "scikit-learn",
-    "pandas": "pandas",
-    "cptlib": "cptlib",
-}
+from cptlib import _io
+from cptlib._env import git_state, hardware, provenance  # noqa: F401 — re-exported
 
 #: Record fields copied as they are into a ``load_records`` row.
 _TOP_LEVEL_COLUMNS = ("trainable_params", "wall_time_s", "code_version", "notebook")
@@ -132,83 +113,6 @@ def code_version(paths: Iterable[Path | str] | None = None) -> str:
     return digest.hexdigest()[:_ID_LENGTH]
 
 
-# ----------------------------------------------------------------------------- provenance
-
-
-def _dist_version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git(args: Sequence[str], cwd: Path) -> str | None:
-    """Output of a read-only git command, or None when git or the repository is missing."""
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def git_state(root: Path | None = None) -> dict[str, Any]:
-    """Commit of the project checkout and whether tracked files differ from it.
-
-    Untracked files (results, caches) do not make a checkout dirty; an untracked module that
-    matters is covered by ``code_version`` instead.
-    """
-    root = cpt_paths.project_root() if root is None else Path(root)
-    if _git(["rev-parse", "--is-inside-work-tree"], root) != "true":
-        return {"commit": None, "dirty": None}
-    status = _git(["status", "--porcelain", "--untracked-files=no"], root)
-    return {
-        "commit": _git(["rev-parse", "HEAD"], root),  # None in a repository with no commit yet
-        "dirty": None if status is None else bool(status),
-    }
-
-
-def _processor() -> str:
-    """CPU model name; ``platform.processor()`` is empty on most Linux systems."""
-    name = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if (not name or name == platform.machine()) and cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return name
-
-
-def hardware() -> dict[str, Any]:
-    """What the run ran on (no host name: records get published)."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": _processor(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
-        "cuda_device_count": torch.cuda.device_count() if cuda else 0,
-        "cuda_version": torch.version.cuda,
-    }
-
-
-def provenance() -> dict[str, Any]:
-    """Enough to rerun a record: library versions, git commit (+ dirty flag), hardware, time."""
-    versions = {"python": platform.python_version()}
-    versions.update({key: _dist_version(dist) for key, dist in _VERSIONED.items()})
-    return {
-        "versions": versions,
-        "git": git_state(),
-        "hardware": hardware(),
-        "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 # ----------------------------------------------------------------------------- files
 
 
@@ -224,51 +128,88 @@ def record_path(results_dir: Path | str, profile: str, experiment: str, params: 
     return Path(results_dir) / profile / experiment / f"{run_id(params)}.json"
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON data: NaN and ±inf become null (JSON has neither), arrays become lists."""
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        value = value.tolist()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return value.as_posix()
-    return value
+SCHEMA = "cptlib-run/1"
+#: Fields that differ between two executions of the same run (timing, machine, date); every
+#: other field of a record is a function of the run's parameters and code.
+VOLATILE = ("wall_time_s", "train_time_s", "provenance")
 
 
-def write_record(record: dict[str, Any], path: Path | str) -> Path:
-    """Write ``record`` as JSON at ``path`` atomically: readers see the old file or the new one.
+@dataclass
+class RunRecord:
+    """The one shape of a run record, for every experiment (the toy included).
 
-    The text goes to a hidden temporary file in the same folder, is fsynced, then renamed over
-    ``path``; on any failure the temporary file is removed and the old record is untouched.
+    ``write_record`` and ``read_record`` are its only writer and reader. Records written before
+    the schema had a name (``cptlib-run/0``: no ``schema`` field, no ``split_group_counts``) are
+    read and upgraded; a record of a newer schema is refused with a message.
     """
-    path = Path(path)
-    text = json.dumps(_jsonable(record), indent=1, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    experiment: str
+    profile: str
+    run_id: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    code_version: str | None = None
+    provenance: dict[str, Any] | None = None
+    notebook: str | None = None
+    history: list[dict[str, Any]] | None = None
+    group_names: list[str] | None = None
+    train_group_counts: list[int] | None = None
+    split_group_counts: dict[str, list[int]] | None = None
+    trainable_params: int | None = None
+    adapter: str | None = None
+    adapter_bytes: int | None = None
+    wall_time_s: float | None = None
+    train_time_s: float | None = None
+    resolved: dict[str, Any] | None = None
+    schema: str = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, schema first; fields a kind of run does not have are left out."""
+        out = {"schema": self.schema}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "schema" and (value is not None or f.name == "notebook"):
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "record") -> RunRecord:
+        """Validate and upgrade a record's JSON object; ValueError names what is wrong."""
+        if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+            raise ValueError(f"{where} is not a run record (no 'params' object)")
+        data = dict(data)
+        schema = data.setdefault("schema", "cptlib-run/0")
+        if schema == "cptlib-run/0":
+            data["schema"] = SCHEMA  # v0 lacks only optional fields
+        elif schema != SCHEMA:
+            raise ValueError(f"{where} has schema {schema!r}, which this cptlib ({SCHEMA}) does "
+                             "not read; update cptlib or rerun the run")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where} has unknown field(s) {unknown}")
+        missing = [k for k in ("experiment", "profile", "run_id", "metrics") if k not in data]
+        if missing:
+            raise ValueError(f"{where} lacks field(s) {missing}")
+        return cls(**data)
+
+
+def write_record(record: RunRecord | dict[str, Any], path: Path | str) -> Path:
+    """Write ``record`` as strict JSON at ``path`` atomically: readers see the old file or the
+    new one (NaN and ±inf become null)."""
+    if isinstance(record, dict):
+        record = RunRecord.from_dict(record, str(path))
+    return _io.write_json(path, record.to_dict())
+
+
+def load_record(path: Path | str) -> RunRecord:
+    """The record stored at ``path``, validated (ValueError if it is not a record)."""
+    return RunRecord.from_dict(_io.read_json(path), str(path))
 
 
 def read_record(path: Path | str) -> dict[str, Any]:
-    """The record stored at ``path`` (a ValueError if the file holds JSON but not a record)."""
-    with open(path, encoding="utf-8") as f:
-        record = json.load(f)
-    if not isinstance(record, dict) or not isinstance(record.get("params"), dict):
-        raise ValueError(f"{path} is not a run record (no 'params' object)")
-    return record
-
+    """The record at ``path`` as a plain dict of the current schema (older records upgraded)."""
+    return load_record(path).to_dict()
 
 # ----------------------------------------------------------------------------- tables
 

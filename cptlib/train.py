@@ -9,15 +9,13 @@ state, so a run killed part-way and restarted ends with the same result as an un
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,9 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from cptlib import balancers as B
+from cptlib.config import TrainConfig
 from cptlib.data.samplers import sample_weights
 from cptlib.grads import (
-    WAYS,
     conflict_fraction,
     group_losses,
     per_group_grads,
@@ -38,71 +36,6 @@ from cptlib.grads import (
     set_combined_grad,
 )
 from cptlib.metrics import evaluate_logits
-
-SELECTION_METRICS = ("worst_group_acc", "auroc", "avg_acc", "mean_acc")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run besides the model and the data."""
-
-    method: str = "erm"
-    c: list[float] | None = None
-    alpha: float = 0.0
-    lr: float = 0.1
-    batch_size: int = 64
-    weight_decay: float = 1e-3
-    momentum: float = 0.9
-    clip_norm: float = 1.0
-    steps: int = 100
-    epochs: float = 0.0  # > 0: steps = ceil(epochs · N / batch_size) (see ``resolve_epochs``)
-    warmup_epochs: float = 0.0
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # "cosine" (per optimiser step, after warm-up) or "constant"
-    eval_every: int = 50
-    grad_way: str = "auto"  # per-group gradients: "auto", "expand", "split", "naive" (cptlib.grads)
-    eta: float = 0.01  # GroupDRO step size
-    gdro_adjustment: float = 0.0  # GroupDRO generalisation adjustment C
-    eps: float = 1e-4  # CPT's balance threshold on μ
-    selection: str = "worst_group_acc"
-    diag_every: int = 10  # per-group gradient diagnostics for balancers that do not need them
-    eval_batch_size: int = 256
-    seed: int = 0
-
-    def validate(self, n_groups: int) -> None:
-        """Fail before any work, naming the bad parameter."""
-        positive = ("lr", "batch_size", "steps", "eval_every", "eval_batch_size")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "momentum", "clip_norm", "warmup_steps", "alpha", "eta"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.grad_way not in WAYS:
-            raise ValueError(f"grad_way must be one of {', '.join(WAYS)}, got {self.grad_way!r}")
-        if self.selection not in SELECTION_METRICS:
-            raise ValueError(
-                f"selection must be one of {SELECTION_METRICS}, got {self.selection!r}"
-            )
-        if self.c is not None and len(self.c) != n_groups:
-            raise ValueError(f"c has {len(self.c)} entries but the dataset has {n_groups} groups")
-        make_balancer(self, n_groups, None)  # unknown method or bad c raise here
-
-    def resolve_epochs(self, n_train: int) -> None:
-        """Turn epoch counts (the authors' unit) into optimiser steps for a training set size."""
-        if self.epochs and self.epochs > 0:
-            per_epoch = math.ceil(n_train / self.batch_size)
-            self.steps = math.ceil(self.epochs * per_epoch)
-            self.warmup_steps = math.ceil(self.warmup_epochs * per_epoch)
-            self.eval_every = min(self.eval_every, self.steps)
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def make_balancer(cfg: TrainConfig, n_groups: int, group_counts: torch.Tensor | None) -> B.Balancer:

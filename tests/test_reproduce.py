@@ -130,7 +130,7 @@ def test_cpt_data_waterbirds_offline_then_from_a_local_copy(tmp_path):
 
 
 def test_paper_sweep_lists_the_authors_runs():
-    from cptlib.sweep import profile_runs
+    from cptlib.runs.profiles import profile_runs
 
     runs = profile_runs("paper", "waterbirds")
     assert runs and all(r.params["model"] == "vit_base_patch16_224.orig_in21k" for r in runs)

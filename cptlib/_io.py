@@ -1,0 +1,105 @@
+"""Files the study writes: atomically, as strict JSON, never half-written.
+
+Every artifact (records, checkpoints, adapters, markers, benchmark JSON) goes through
+``atomic_write``: a uniquely named temporary file in the target's folder, fsynced, then renamed
+over the target, so a reader sees the old file or the new one and a crash leaves no partial
+file under the real name. Two writers never share a temporary name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: Path | str, data: bytes | str | Callable[[Path], None]) -> Path:
+    """Write ``data`` (bytes, text, or a function that writes a given path) to ``path``.
+
+    The parent folder is created; on any failure the temporary file is removed and an existing
+    ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data: NaN and ±inf become null (JSON has neither), arrays and tensors become
+    lists, paths become POSIX strings, tuples become lists, keys become strings."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return value.as_posix()
+    return value
+
+
+def dumps(value: Any, *, indent: int | None = 1, sort_keys: bool = False) -> str:
+    """Strict JSON text (``allow_nan=False`` after ``jsonable``), newline-terminated."""
+    return json.dumps(jsonable(value), indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
+
+
+def write_json(path: Path | str, value: Any, *, sort_keys: bool = False) -> Path:
+    """``value`` as strict JSON at ``path``, atomically."""
+    return atomic_write(path, dumps(value, sort_keys=sort_keys))
+
+
+def read_json(path: Path | str) -> Any:
+    """JSON from ``path``; a corrupt file is a ValueError naming it (not a JSONDecodeError)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
+                         "delete it to let it be made again") from err
+
+
+@contextmanager
+def exclusive_lock(path: Path | str, what: str) -> Iterator[Path]:
+    """Hold an exclusive, non-blocking lock on ``path`` (created if missing) for the block.
+
+    A second process asking for the same lock gets a ValueError at once, naming ``what``; the
+    lock dies with its process, so a killed run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{what} is already running in another process "
+                             f"(lock {path}); wait for it to finish") from None
+        try:
+            yield path
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,151 @@
+"""The training configuration and the checks of its values, without importing torch.
+
+``TrainConfig`` is what the training loop needs besides a model and data. It lives here, apart
+from ``cptlib.train``, so that the ``cpt`` command can validate a run's parameters in a fraction
+of a second, before a kernel starts or torch is imported. The names of balancers and
+per-group-gradient ways are repeated here for the same reason; a test checks they match
+``cptlib.balancers.REGISTRY`` and ``cptlib.grads.WAYS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METHODS = ("erm", "groupdro", "scalarized", "mgda", "cpt")
+GRAD_WAYS = ("auto", "expand", "split", "naive")
+SELECTION_METRICS = ("worst_group_acc", "auroc", "avg_acc", "mean_acc")
+SCHEDULES = ("cosine", "constant")
+#: Methods whose balancer takes a control vector c.
+C_METHODS = ("cpt", "scalarized")
+
+
+# ----------------------------------------------------------------------------- value checks
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_int(name: str, value: Any, minimum: int | None = None) -> int:
+    """An integer parameter (a bool or a float is refused: ``steps=2.5`` is a typo)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {_show(value)}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_number(name: str, value: Any, minimum: float | None = None,
+                 positive: bool = False) -> float:
+    """A finite real parameter; ``nan``, ``inf`` and strings are named, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {_show(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if positive and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {value}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {_show(value)}")
+    return value
+
+
+def check_c(value: Any, n_groups: int | None = None, name: str = "c") -> list[float]:
+    """A control vector: a non-empty list of finite positive numbers, one per group.
+
+    A string is never split into digits (``c="1141"`` is an error, not ``[1, 1, 4, 1]``).
+    """
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{name} must be a non-empty list of positive numbers such as "
+                         f"[1, 1, 4, 1], got {_show(value)}")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{name}[{i}] must be a number, got {_show(v)}")
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name}[{i}] must be a finite number > 0, got {v}")
+        out.append(float(v))
+    if n_groups is not None and len(out) != n_groups:
+        raise ValueError(f"{name} has {len(out)} entries but the dataset has {n_groups} groups")
+    return out
+
+
+# ----------------------------------------------------------------------------- the config
+
+
+_INT_MIN = {"batch_size": 1, "steps": 1, "eval_every": 1, "eval_batch_size": 1,
+            "warmup_steps": 0, "diag_every": 0, "seed": 0}
+_POSITIVE = ("lr", "eps", "clip_norm")
+_NON_NEGATIVE = ("alpha", "weight_decay", "momentum", "epochs", "warmup_epochs", "eta",
+                 "gdro_adjustment")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run besides the model and the data.
+
+    These defaults serve library users who call ``cptlib.train.train`` directly; a run of the
+    study takes its values from the experiment registry and the profile (``cptlib.runs``).
+    """
+
+    method: str = "erm"
+    c: list[float] | None = None
+    alpha: float = 0.0
+    lr: float = 0.1
+    batch_size: int = 64
+    weight_decay: float = 1e-3
+    momentum: float = 0.9
+    clip_norm: float = 1.0
+    steps: int = 100
+    epochs: float = 0.0  # > 0: steps = ceil(epochs · N / batch_size) (see ``resolve_epochs``)
+    warmup_epochs: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # "cosine" (per optimiser step, after warm-up) or "constant"
+    eval_every: int = 50
+    grad_way: str = "auto"  # per-group gradients: "auto", "expand", "split", "naive" (cptlib.grads)
+    eta: float = 0.01  # GroupDRO step size
+    gdro_adjustment: float = 0.0  # GroupDRO generalisation adjustment C
+    eps: float = 1e-4  # CPT's balance threshold on μ
+    selection: str = "worst_group_acc"
+    diag_every: int = 10  # per-group gradient diagnostics for balancers that do not need them
+    eval_batch_size: int = 256
+    seed: int = 0
+
+    def validate(self, n_groups: int | None = None) -> None:
+        """Fail before any work, naming the bad parameter (types as well as ranges)."""
+        for name, minimum in _INT_MIN.items():
+            check_int(name, getattr(self, name), minimum)
+        for name in _POSITIVE:
+            check_number(name, getattr(self, name), positive=True)
+        for name in _NON_NEGATIVE:
+            check_number(name, getattr(self, name), minimum=0)
+        check_choice("method", self.method, METHODS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("grad_way", self.grad_way, GRAD_WAYS)
+        check_choice("selection", self.selection, SELECTION_METRICS)
+        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
+        if self.c is not None:
+            self.c = check_c(self.c, n_groups)
+
+    def resolve_epochs(self, n_train: int) -> None:
+        """Turn epoch counts (the authors' unit) into optimiser steps for a training set size."""
+        if self.epochs and self.epochs > 0:
+            per_epoch = math.ceil(n_train / self.batch_size)
+            self.steps = math.ceil(self.epochs * per_epoch)
+            self.warmup_steps = math.ceil(self.warmup_epochs * per_epoch)
+            self.eval_every = min(self.eval_every, self.steps)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,164 @@
+"""What an experiment notebook's kernel runs: a spec in, a trained model and its record out.
+
+A notebook's parameters are only ``experiment``, ``profile`` and ``overrides`` (papermill injects
+them); the spec is rebuilt here, so the notebook, the sweep and ``cpt run`` agree on every value
+and on the record's path. A checkpoint next to the record makes a killed run resume to the same
+record.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from cptlib import records
+from cptlib._env import provenance
+from cptlib.config import C_METHODS
+from cptlib.models import count_trainable, save_adapter
+from cptlib.runs.inputs import Data, build_model, load_data
+from cptlib.runs.spec import RunSpec
+from cptlib.train import train
+
+# The code that determines a run's numbers; editing plots, the CLI or the sweep does not
+# invalidate runs.
+RESULT_CODE = ("balancers.py", "grads.py", "train.py", "config.py", "metrics.py", "toy.py",
+               "models", "data", "runs/inputs.py", "runs/worker.py", "runs/experiments.py")
+
+
+def result_code_version() -> str:
+    """Hash of the modules in ``RESULT_CODE``: a record made by other code is out of date."""
+    package = Path(__file__).resolve().parent.parent
+    return records.code_version([package / name for name in RESULT_CODE])
+
+
+@dataclass
+class Run:
+    """What a notebook gets back: the spec, the data, the trained model (selected checkpoint)
+    and the record."""
+
+    spec: RunSpec
+    data: Data
+    model: torch.nn.Module
+    record: dict[str, Any]
+
+    @property
+    def record_path(self) -> Path:
+        return self.spec.record_path
+
+    def describe(self) -> str:
+        """One Markdown paragraph saying which run this is (the page's first sentence)."""
+        p, r = self.spec.params, self.record
+        c = "" if p["c"] is None or p["method"] not in C_METHODS else \
+            f", c = [{', '.join(f'{v:g}' for v in p['c'])}]"
+        return (f"This page shows run `{self.spec.run_id}` of experiment **{self.spec.experiment}**"
+                f" at the **{self.spec.profile}** profile: method **{p['method']}**{c}, sampling "
+                f"exponent α = {p['alpha']:g}, seed {p['seed']}; model `{p['model']}` with "
+                f"{r['trainable_params']:,} trained parameters, {r['resolved']['steps']} steps "
+                f"of batch {p['batch_size']} (per-group gradients: "
+                f"{r['resolved']['grad_way']}). Its record is "
+                f"`results/{self.spec.profile}/{self.spec.experiment}/{self.spec.run_id}.json`.")
+
+
+def spec_for(experiment: str, profile: str, overrides: dict[str, Any] | None,
+             run_id: str | None = None) -> RunSpec:
+    """The notebook's spec; ``run_id`` (from the launcher) must match what the kernel builds."""
+    spec = RunSpec.build(experiment, profile, overrides or {})
+    if run_id is not None and run_id != spec.run_id:
+        raise ValueError(f"the kernel built run {spec.run_id} but was started for {run_id}: "
+                         "profiles.yaml or the registry changed while the run was queued")
+    return spec
+
+
+def _notebook_name(notebook: str | None) -> str | None:
+    """Records name their notebook relative to themselves (no build-machine paths)."""
+    return Path(notebook).name if notebook else None
+
+
+def run_training(experiment: str, profile: str = "smoke",
+                 overrides: dict[str, Any] | None = None, *, run_id: str | None = None,
+                 notebook: str | None = None, progress: bool | None = None) -> Run:
+    """Train one run and write its record and adapter atomically."""
+    spec = spec_for(experiment, profile, overrides, run_id)
+    if os.environ.get("CPT_TORCH_THREADS"):  # set by a sweep running several runs at once
+        torch.set_num_threads(int(os.environ["CPT_TORCH_THREADS"]))
+    path = spec.record_path
+    data = load_data(spec)
+    cfg = spec.train_config()
+    cfg.resolve_epochs(len(data.train))
+    cfg.validate(data.train.n_groups)
+    model = build_model(spec, data.train.n_classes)
+    ckpt = path.parent / "checkpoints" / f"{path.stem}.pt"
+
+    start = time.perf_counter()
+    out = train(model, data.train, data.val, data.test, cfg, checkpoint=ckpt, progress=progress)
+    model.load_state_dict(out["best_state"], strict=False)
+    adapter = path.with_suffix(".safetensors")
+    save_adapter(model, adapter, c=cfg.c, method=cfg.method, run_id=path.stem)
+    record = records.RunRecord(
+        experiment=spec.experiment,
+        profile=spec.profile,
+        run_id=spec.run_id,
+        params=spec.run_params,
+        metrics={
+            "val": out["val"],
+            "test": out["test"],
+            "last_val": out["last_val"],
+            "last_test": out["last_test"],
+            "selected_step": out["selected_step"],
+        },
+        history=out["history"],
+        group_names=list(data.train.group_names),
+        train_group_counts=data.train.train_group_counts.tolist(),
+        split_group_counts=data.split_group_counts(),
+        trainable_params=count_trainable(model),
+        adapter=adapter.name,
+        adapter_bytes=adapter.stat().st_size,
+        wall_time_s=time.perf_counter() - start,
+        train_time_s=out["train_time_s"],
+        # What the parameters resolved to here (epochs → steps, grad_way "auto" → a way).
+        resolved={"steps": cfg.steps, "warmup_steps": cfg.warmup_steps,
+                  "eval_every": cfg.eval_every, "grad_way": out["grad_way"]},
+        code_version=result_code_version(),
+        provenance=provenance(),
+        notebook=_notebook_name(notebook),
+    )
+    records.write_record(record, path)
+    ckpt.unlink(missing_ok=True)
+    _remove_if_empty(ckpt.parent)
+    return Run(spec=spec, data=data, model=model, record=record.to_dict())
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (another run's checkpoint) or already gone
+
+
+def toy_spec(profile: str = "smoke", overrides: dict[str, Any] | None = None,
+             run_id: str | None = None) -> RunSpec:
+    return spec_for("toy", profile, overrides, run_id)
+
+
+def toy_record(spec: RunSpec, trajectories: pd.DataFrame, *,
+               notebook: str | None = None) -> dict[str, Any]:
+    """Write the toy chapter's record: each (method, c)'s end point and final μ."""
+    last = trajectories.sort_values("step").groupby(["method", "c_str"]).tail(1)
+    record = records.RunRecord(
+        experiment="toy",
+        profile=spec.profile,
+        run_id=spec.run_id,
+        params=spec.run_params,
+        metrics={"final": last.to_dict(orient="records")},
+        code_version=result_code_version(),
+        provenance=provenance(),
+        notebook=_notebook_name(notebook),
+    )
+    records.write_record(record, spec.record_path)
+    return record.to_dict()

@@ -1,0 +1,96 @@
+"""Sweeps and execution: up-to-date runs are skipped, a failing run is reported without
+stopping the others and leaves its partial notebook in the failures folder, never among the
+results, and a second process never races a run that is in progress."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cptlib import _io
+from cptlib.paths import project_root
+from cptlib.runs import sweep as S
+from cptlib.runs.execute import RunFailed, execute, failed_notebook, lock_path
+from cptlib.runs.spec import RunSpec
+
+PROFILES = """
+smoke:
+  experiments: {toy: {steps: 3, cs: [[1, 1]]}}
+  runs:
+    - {experiment: toy, seeds: [0, 1]}
+    # a real dataset at full size without its files: fails inside the notebook
+    - {experiment: waterbirds, data_size: full, data_root: /nonexistent/waterbirds}
+  pages: {}
+quick: {runs: []}
+paper: {runs: []}
+"""
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, isolated_cache):
+    """A project with the real toy and waterbirds notebooks and a profiles.yaml of its own."""
+    (tmp_path / "notebooks").mkdir()
+    for name in ("toy", "waterbirds"):
+        shutil.copy(project_root() / "notebooks" / f"{name}.ipynb", tmp_path / "notebooks")
+    (tmp_path / "profiles.yaml").write_text(PROFILES)
+    monkeypatch.setenv("CPT_PROJECT", str(tmp_path))
+    return tmp_path
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_sweep_reports_a_failure_goes_on_and_then_skips_what_is_done(project, monkeypatch):
+    first = S.sweep("smoke", jobs=2, progress=False, log=lambda _: None)
+    assert len(first.done) == 2 and len(first.failed) == 1
+    spec, message = first.failed[0]
+    assert spec.experiment == "waterbirds" and "/nonexistent/waterbirds" in message
+    assert not spec.record_path.exists() and not spec.notebook_out.exists()
+    assert failed_notebook(spec).exists(), "the partial notebook is kept apart"
+    results = project / "results" / "smoke"
+    assert not [p for p in results.rglob("*.running.ipynb")]
+    for done in first.done:
+        record = json.loads(done.record_path.read_text())
+        assert record["schema"] == "cptlib-run/1"
+        assert record["params"]["seed"] == done.params["seed"]
+        assert record["notebook"] == done.notebook_out.name  # no build-machine path
+
+    second = S.sweep("smoke", progress=False, log=lambda _: None)
+    assert len(second.skipped) == 2 and not second.done and len(second.failed) == 1
+
+    # Other result code: every record is out of date.
+    monkeypatch.setattr(S, "result_code_version", lambda: "other")
+    third = S.sweep("smoke", only="toy", jobs=1, progress=False, log=lambda _: None)
+    assert len(third.done) == 2
+
+
+def test_progress_lines_count_runs_and_give_an_eta(project):
+    lines: list[str] = []
+    S.sweep("smoke", only="toy", jobs=1, progress=False, log=lines.append)
+    assert lines[0].startswith("sweep smoke: 2 runs, 0 up to date, 2 to run")
+    assert "expected about" in lines[0]
+    assert any(line.startswith("[1/2] done toy(") and "ETA" in line for line in lines)
+    assert any(line.startswith("[2/2] done") for line in lines)
+
+
+def test_execute_raises_run_failed_naming_the_kept_notebook(project):
+    spec = RunSpec.build("waterbirds", "smoke", {"data_size": "full",
+                                                 "data_root": "/nonexistent/waterbirds"})
+    with pytest.raises(RunFailed) as info:
+        execute(spec)
+    assert info.value.notebook == failed_notebook(spec) and info.value.notebook.exists()
+    assert "/nonexistent/waterbirds" in str(info.value)
+
+
+def test_a_second_process_cannot_start_a_run_in_progress(project):
+    spec = RunSpec.build("toy", "smoke", {"seed": 5})
+    before = _files(project)
+    with _io.exclusive_lock(lock_path(spec), "holder"):
+        with pytest.raises(ValueError, match="already running in another process"):
+            execute(spec)
+    assert not spec.record_path.exists()
+    assert _files(project) - before <= {str(lock_path(spec).relative_to(project))}
