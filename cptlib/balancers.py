@@ -47,8 +47,9 @@ __all__ = [
     "REGISTRY",
 ]
 
-# Floor for the normalised c-weighted losses inside log(K l̂): a present group whose loss is
-# exactly 0 (float underflow of a confident cross-entropy) would otherwise give log 0 = -inf.
+# Floor for the normalised c-weighted losses inside log(K l̂) (see ``non_uniformity``): a present
+# group whose loss is exactly 0 (a float32 cross-entropy is 0 once every margin exceeds ~17)
+# would otherwise give log 0 = -inf, an adjustment vector a with -inf and an LP that fails.
 _LHAT_FLOOR = 1e-12
 
 
@@ -83,6 +84,14 @@ def non_uniformity(losses: np.ndarray, r: np.ndarray) -> tuple[float, np.ndarray
     l̂ = r⊙L / Σ r⊙L, μ = Σ l̂ log(K l̂) = KL(l̂ ‖ uniform), a = r ⊙ (log(K l̂) − μ), so that
     ∇μ = Gᵀa / (rᵀL). ``r`` is the normalised control (Σ r = 1). All losses zero counts as
     perfectly balanced (μ = 0, a = 0).
+
+    The floor: inside the logarithm l̂_k is replaced by max(l̂_k, 1e-12). Where every l̂_k is at
+    least 1e-12 nothing changes. A group below it (r_k L_k < 1e-12 Σ r L, e.g. a loss that is
+    exactly 0) gets the finite a_k = r_k (log(K·1e-12) − μ) instead of one that tends to −∞ as
+    l̂_k → 0 (or is −∞ at 0), so a, Ca and the LP built from them are no longer the exact
+    gradient of μ's: the LP is that of the paper with a_k clipped from below. μ itself moves by
+    at most 1e-12/e per such group (x·log(1e-12/x) ≤ 1e-12/e), far below ε, so the mode is the
+    paper's. Below the floor β is the same (to 1e-12) however small that group's loss is.
     """
     k = losses.shape[0]
     rl = r * losses
@@ -395,10 +404,13 @@ class Scalarized(Balancer):
 class GroupDRO(Balancer):
     """Online GroupDRO (Sagawa et al. 2020): q ← q ⊙ exp(η (L + C/√n_g)), normalised; β = q.
 
-    q is state carried across steps and only present groups are updated (an absent group's
-    loss is unknown). The returned β is q renormalised over the present groups, so Σ β_k L_k is
-    Sagawa's qᵀL up to that normalisation. ``adjustment`` is the generalisation adjustment C
-    (a scalar or one value per group); it needs ``group_counts``, the training-set group sizes.
+    q is state carried across steps. The returned β is q renormalised over the present groups
+    (absent groups get β = 0), so Σ β_k L_k is Sagawa's qᵀL up to that normalisation.
+    ``adjustment`` is the generalisation adjustment C (a scalar or one value per group); it
+    needs ``group_counts``, the training-set group sizes. As in Sagawa et al.'s code
+    (``LossComputer.compute_robust_loss``), an absent group's loss counts as 0 in the q update,
+    so its q still grows by exp(η C_k/√n_k) each step, and the adjustment is applied only when
+    every C_k > 0: one zero C_k switches it off for all groups (a warning says so).
     """
 
     name = "groupdro"
@@ -417,6 +429,10 @@ class GroupDRO(Balancer):
             raise ValueError(f"adjustment must be finite and non-negative, got {adjustment!r}")
         if np.any(adj > 0) and group_counts is None:
             raise ValueError("a non-zero adjustment C/sqrt(n_g) needs group_counts (n_g)")
+        if np.any(adj > 0) and np.any(adj == 0):
+            logger.warning("GroupDRO: adjustment %s has a zero entry, which switches the "
+                           "adjustment off for every group (as in Sagawa et al.'s code)",
+                           adj.tolist())
         self.eta = float(eta)
         self.adjustment = adj
         self.group_counts = None if group_counts is None else validate_c(group_counts)
@@ -428,6 +444,8 @@ class GroupDRO(Balancer):
         _check_c_length(self.group_counts, k)
         if self.adjustment.shape[0] not in (1, k):
             raise ValueError(f"adjustment has {self.adjustment.shape[0]} values for {k} groups")
+        if not np.all(self.adjustment > 0):
+            return np.zeros(k)
         return self.adjustment / np.sqrt(self.group_counts)
 
     def weights(
@@ -439,8 +457,8 @@ class GroupDRO(Balancer):
             self.q = np.full(k, 1.0 / k)
         elif self.q.shape[0] != k:
             raise ValueError(f"GroupDRO was used with {self.q.shape[0]} groups, now {k}")
-        step = self.eta * (_as_numpy(losses) + self._adjust(k))
-        q = self.q * np.exp(np.where(mask, step, 0.0))
+        step = self.eta * (np.where(mask, _as_numpy(losses), 0.0) + self._adjust(k))
+        q = self.q * np.exp(step)
         self.q = q / q.sum()
         self.info = {"n_present": int(mask.sum()), "q": self.q.tolist()}
         return _scatter(self.q[mask] / self.q[mask].sum(), mask, losses)
