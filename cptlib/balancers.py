@@ -182,11 +182,13 @@ def _highs() -> highspy.Highs:
 
 @contextlib.contextmanager
 def _quiet_fd1() -> Iterator[None]:
-    """Hide what HiGHS's constructor writes straight to file descriptor 1 (its banner)."""
-    sys.stdout.flush()
+    """Hide what HiGHS's constructor writes straight to file descriptor 1 (its banner, which
+    would otherwise land in every executed notebook and in ``cpt`` output)."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
     try:
         saved = os.dup(1)
-    except OSError:  # no usable stdout: nothing to hide
+    except OSError:  # no file descriptor 1: nothing to hide
         yield
         return
     try:
