@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import subprocess
+import sys
 import time
 import timeit
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +35,7 @@ from cptlib.balancers import (
 )
 from cptlib.grads import group_losses
 
+ROOT = Path(__file__).resolve().parent.parent
 N_CASES = 50
 EPS = 1e-4
 
@@ -399,6 +404,25 @@ def test_cpt_weights_is_fast(k: int, limit: float):
     times = timeit.repeat(lambda: b.weights(L, C), number=1, repeat=60, timer=time.process_time)
     assert b.info["solver_ok"]
     assert float(np.median(times)) < limit
+
+
+def test_lp_keeps_no_state_between_calls():
+    """One HiGHS instance is reused, but each call passes a fresh model: β is a function of
+    the step alone, whatever was solved before (failures and retries included)."""
+    first = [case.run()[0] for case in ALL[::7]]
+    for case in ALL:
+        case.run()
+    Case(INFEASIBLE_L, INFEASIBLE_G @ INFEASIBLE_G.T, np.ones(3), True).run()
+    for case, beta in zip(ALL[::7], first, strict=True):
+        np.testing.assert_array_equal(case.run()[0], beta)
+
+
+def test_highs_banner_does_not_reach_stdout():
+    code = ("import torch; from cptlib.balancers import CPT; "
+            "CPT([1.0, 2.0]).weights(torch.tensor([1.0, 3.0]), torch.eye(2)); print('done')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout == "done\n"
 
 
 # --- the other balancers ---------------------------------------------------------------------
