@@ -14,14 +14,19 @@ classes only select the present groups, convert tensors and record ``info``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
+import highspy
 import numpy as np
 import torch
-from scipy.optimize import linprog, minimize
+from scipy.optimize import minimize
 from torch import Tensor
 
 logger = logging.getLogger(__name__)
@@ -42,8 +47,9 @@ __all__ = [
     "REGISTRY",
 ]
 
-# Floor for the normalised c-weighted losses inside log(K l̂): a present group whose loss is
-# exactly 0 (float underflow of a confident cross-entropy) would otherwise give log 0 = -inf.
+# Floor for the normalised c-weighted losses inside log(K l̂) (see ``non_uniformity``): a present
+# group whose loss is exactly 0 (a float32 cross-entropy is 0 once every margin exceeds ~17)
+# would otherwise give log 0 = -inf, an adjustment vector a with -inf and an LP that fails.
 _LHAT_FLOOR = 1e-12
 
 
@@ -78,6 +84,14 @@ def non_uniformity(losses: np.ndarray, r: np.ndarray) -> tuple[float, np.ndarray
     l̂ = r⊙L / Σ r⊙L, μ = Σ l̂ log(K l̂) = KL(l̂ ‖ uniform), a = r ⊙ (log(K l̂) − μ), so that
     ∇μ = Gᵀa / (rᵀL). ``r`` is the normalised control (Σ r = 1). All losses zero counts as
     perfectly balanced (μ = 0, a = 0).
+
+    The floor: inside the logarithm l̂_k is replaced by max(l̂_k, 1e-12). Where every l̂_k is at
+    least 1e-12 nothing changes. A group below it (r_k L_k < 1e-12 Σ r L, e.g. a loss that is
+    exactly 0) gets the finite a_k = r_k (log(K·1e-12) − μ) instead of one that tends to −∞ as
+    l̂_k → 0 (or is −∞ at 0), so a, Ca and the LP built from them are no longer the exact
+    gradient of μ's: the LP is that of the paper with a_k clipped from below. μ itself moves by
+    at most 1e-12/e per such group (x·log(1e-12/x) ≤ 1e-12/e), far below ε, so the mode is the
+    paper's. Below the floor β is the same (to 1e-12) however small that group's loss is.
     """
     k = losses.shape[0]
     rl = r * losses
@@ -99,13 +113,15 @@ class LPSolution(NamedTuple):
 
 
 def epo_lp(C: np.ndarray, a: np.ndarray, rl: np.ndarray, mu: float, eps: float) -> LPSolution:
-    """Solve the EPO linear programme of one CPT step (method.md, step 3) with SciPy's HiGHS.
+    """Solve the EPO linear programme of one CPT step (method.md, step 3) with HiGHS.
 
     Balance mode (μ > eps): max βᵀCa s.t. Cβ ≥ b on the simplex, b as in method.md (free for
     J = {(Ca)_k > 0}, (Ca)_k elsewhere, 0 for the worst r-weighted groups J*; 0 everywhere when J
     is empty). Descent mode (μ ≤ eps): max 1ᵀCβ s.t. Cβ ≥ 0 and βᵀCa ≥ min(max_k (Ca)_k, 0).
-    C is rescaled by its largest diagonal entry first: the LP is invariant to that scale and
-    HiGHS's absolute tolerances then mean the same thing for tiny and huge gradients.
+    Balance mode is always feasible (the min-norm point of the gradients satisfies every row), so
+    only descent mode can legitimately report "infeasible". ``_simplex_lp`` rescales the rows
+    and the objective before HiGHS sees them (see there): group gradients whose norms differ by
+    10^6 otherwise make HiGHS report this LP infeasible or stop short of its optimum.
     """
     k = C.shape[0]
     mode = "balance" if mu > eps else "descent"
@@ -115,7 +131,7 @@ def epo_lp(C: np.ndarray, a: np.ndarray, rl: np.ndarray, mu: float, eps: float) 
     if scale <= 0.0:
         # Every gradient is zero: every β gives d = 0, so the LP carries no information.
         return LPSolution(None, mode, True, "zero Gramian: all weightings give d = 0")
-    Cn = C / scale
+    Cn = C / scale  # keeps Ca and the row sums far from overflow; the LP is invariant to it
     Ca = Cn @ a
     if mode == "balance":
         lower = np.zeros(k)
@@ -125,19 +141,116 @@ def epo_lp(C: np.ndarray, a: np.ndarray, rl: np.ndarray, mu: float, eps: float) 
             lower[free] = -np.inf
             lower[rl == rl.max()] = 0.0
         rows = np.isfinite(lower)
-        objective, a_ub, b_ub = -Ca, -Cn[rows], -lower[rows]
+        beta, ok, message = _simplex_lp(Ca, Cn[rows], lower[rows])
     else:
-        objective = -Cn.sum(axis=0)
-        a_ub = np.vstack([-Cn, -Ca[None, :]])
-        b_ub = np.append(np.zeros(k), -min(float(Ca.max()), 0.0))
-    res = linprog(
-        objective, A_ub=a_ub, b_ub=b_ub, A_eq=np.ones((1, k)), b_eq=np.ones(1),
-        bounds=(0.0, None), method="highs",
+        rows_a = np.vstack([Cn, Ca[None, :]])
+        lower = np.append(np.zeros(k), min(float(Ca.max()), 0.0))
+        beta, ok, message = _simplex_lp(Cn.sum(axis=0), rows_a, lower)
+    return LPSolution(beta, mode, ok, message)
+
+
+# One HiGHS instance per thread, reused by every call (a fresh model is passed each time, so
+# no basis or other state carries over from one step to the next: β is a function of the step).
+_HIGHS = threading.local()
+
+# HiGHS's default feasibility tolerances are 1e-7; on the rescaled rows (largest coefficient 1)
+# 1e-9 keeps every constraint within 1e-9 of the largest term of its row.
+_LP_OPTIONS: dict[str, Any] = {
+    "output_flag": False, "presolve": "off", "threads": 1,
+    "primal_feasibility_tolerance": 1e-9, "dual_feasibility_tolerance": 1e-9,
+    "simplex_scale_strategy": 2,
+}
+# Tried in turn when HiGHS does not return "Optimal" (seen: "Unknown" once in ~2000 random LPs
+# with gradient norms spread over 10^12; a wrongly "Infeasible" balance-mode LP was the failure
+# these replace).
+_LP_RETRIES: tuple[dict[str, Any], ...] = ({"simplex_scale_strategy": 0}, {"presolve": "on"})
+# Largest miss of a rescaled row accepted from an "Optimal" answer (100 × the tolerance above).
+_LP_CHECK = 1e-7
+
+
+def _highs() -> highspy.Highs:
+    """This thread's HiGHS solver, created on first use with the banner it prints kept quiet."""
+    solver = getattr(_HIGHS, "solver", None)
+    if solver is None:
+        with _quiet_fd1():
+            solver = highspy.Highs()
+        for name, value in _LP_OPTIONS.items():
+            solver.setOptionValue(name, value)
+        _HIGHS.solver = solver
+    return solver
+
+
+@contextlib.contextmanager
+def _quiet_fd1() -> Iterator[None]:
+    """Hide what HiGHS's constructor writes straight to file descriptor 1 (its banner, which
+    would otherwise land in every executed notebook and in ``cpt`` output)."""
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1: nothing to hide
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _simplex_lp(
+    objective: np.ndarray, A: np.ndarray, lower: np.ndarray
+) -> tuple[np.ndarray | None, bool, str]:
+    """max objectiveᵀβ s.t. Aβ ≥ lower, β ≥ 0, Σβ = 1, by HiGHS's dual simplex.
+
+    Each row of A (and its bound) is divided by its largest absolute coefficient and the
+    objective by its own: positive scalings that change neither the feasible set nor the
+    optimum, but put every coefficient in [-1, 1], so that HiGHS's absolute tolerances mean
+    the same for a group whose gradient is 10^6 times smaller than another's. A status other
+    than "Optimal", or a β that misses a scaled row by more than ``_LP_CHECK``, is retried from
+    scratch with the settings of ``_LP_RETRIES``. Returns (β or None, solved, HiGHS's status).
+    """
+    m, k = A.shape
+    row_scale = np.abs(A).max(axis=1)
+    row_scale[row_scale == 0.0] = 1.0  # a zero row (zero gradient) stays 0 ≥ bound
+    rows = A / row_scale[:, None]
+    bounds = lower / row_scale
+    obj_scale = float(np.abs(objective).max()) or 1.0
+    h = _highs()
+    status = h.passModel(
+        k, m + 1, (m + 1) * k, int(highspy.MatrixFormat.kRowwise),
+        int(highspy.ObjSense.kMaximize), 0.0, objective / obj_scale, np.zeros(k),
+        np.full(k, highspy.kHighsInf), np.append(bounds, 1.0),
+        np.append(np.full(m, highspy.kHighsInf), 1.0),
+        np.arange(0, (m + 1) * k, k, dtype=np.int32), np.tile(np.arange(k, dtype=np.int32), m + 1),
+        np.vstack([rows, np.ones((1, k))]).ravel(), np.zeros(k, dtype=np.int32),
     )
-    if res.status != 0 or res.x is None:
-        return LPSolution(None, mode, False, str(res.message))
-    beta = np.clip(res.x, 0.0, None)
-    return LPSolution(beta / beta.sum(), mode, True, str(res.message))
+    if status == highspy.HighsStatus.kError:
+        return None, False, "HiGHS refused the model"
+    messages = []
+    try:
+        for attempt, settings in enumerate(({}, *_LP_RETRIES)):
+            for name, value in settings.items():
+                h.setOptionValue(name, value)
+            if attempt:
+                h.clearSolver()  # start again from scratch, not from the failed basis
+            h.run()
+            model_status = h.getModelStatus()
+            messages.append(h.modelStatusToString(model_status))
+            if model_status != highspy.HighsModelStatus.kOptimal:
+                continue
+            beta = np.clip(np.asarray(h.getSolution().col_value), 0.0, None)
+            beta /= beta.sum()
+            miss = float(np.max(bounds - rows @ beta, initial=0.0))
+            if miss <= _LP_CHECK:
+                return beta, True, " -> ".join(messages)
+            messages[-1] += f" (but a constraint is missed by {miss:.1e})"
+    finally:
+        for name in {name for settings in _LP_RETRIES for name in settings}:
+            h.setOptionValue(name, _LP_OPTIONS[name])
+    return None, False, " -> ".join(messages)
 
 
 def min_norm_weights(C: np.ndarray) -> tuple[np.ndarray, bool, str]:
@@ -293,10 +406,13 @@ class Scalarized(Balancer):
 class GroupDRO(Balancer):
     """Online GroupDRO (Sagawa et al. 2020): q ← q ⊙ exp(η (L + C/√n_g)), normalised; β = q.
 
-    q is state carried across steps and only present groups are updated (an absent group's
-    loss is unknown). The returned β is q renormalised over the present groups, so Σ β_k L_k is
-    Sagawa's qᵀL up to that normalisation. ``adjustment`` is the generalisation adjustment C
-    (a scalar or one value per group); it needs ``group_counts``, the training-set group sizes.
+    q is state carried across steps. The returned β is q renormalised over the present groups
+    (absent groups get β = 0), so Σ β_k L_k is Sagawa's qᵀL up to that normalisation.
+    ``adjustment`` is the generalisation adjustment C (a scalar or one value per group); it
+    needs ``group_counts``, the training-set group sizes. As in Sagawa et al.'s code
+    (``LossComputer.compute_robust_loss``), an absent group's loss counts as 0 in the q update,
+    so its q still grows by exp(η C_k/√n_k) each step, and the adjustment is applied only when
+    every C_k > 0: one zero C_k switches it off for all groups (a warning says so).
     """
 
     name = "groupdro"
@@ -315,6 +431,10 @@ class GroupDRO(Balancer):
             raise ValueError(f"adjustment must be finite and non-negative, got {adjustment!r}")
         if np.any(adj > 0) and group_counts is None:
             raise ValueError("a non-zero adjustment C/sqrt(n_g) needs group_counts (n_g)")
+        if np.any(adj > 0) and np.any(adj == 0):
+            logger.warning("GroupDRO: adjustment %s has a zero entry, which switches the "
+                           "adjustment off for every group (as in Sagawa et al.'s code)",
+                           adj.tolist())
         self.eta = float(eta)
         self.adjustment = adj
         self.group_counts = None if group_counts is None else validate_c(group_counts)
@@ -326,6 +446,8 @@ class GroupDRO(Balancer):
         _check_c_length(self.group_counts, k)
         if self.adjustment.shape[0] not in (1, k):
             raise ValueError(f"adjustment has {self.adjustment.shape[0]} values for {k} groups")
+        if not np.all(self.adjustment > 0):
+            return np.zeros(k)
         return self.adjustment / np.sqrt(self.group_counts)
 
     def weights(
@@ -337,8 +459,8 @@ class GroupDRO(Balancer):
             self.q = np.full(k, 1.0 / k)
         elif self.q.shape[0] != k:
             raise ValueError(f"GroupDRO was used with {self.q.shape[0]} groups, now {k}")
-        step = self.eta * (_as_numpy(losses) + self._adjust(k))
-        q = self.q * np.exp(np.where(mask, step, 0.0))
+        step = self.eta * (np.where(mask, _as_numpy(losses), 0.0) + self._adjust(k))
+        q = self.q * np.exp(step)
         self.q = q / q.sum()
         self.info = {"n_present": int(mask.sum()), "q": self.q.tolist()}
         return _scatter(self.q[mask] / self.q[mask].sum(), mask, losses)

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import subprocess
+import sys
+import time
 import timeit
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +35,7 @@ from cptlib.balancers import (
 )
 from cptlib.grads import group_losses
 
+ROOT = Path(__file__).resolve().parent.parent
 N_CASES = 50
 EPS = 1e-4
 
@@ -237,6 +243,37 @@ def test_adjustment_vector_is_the_gradient_of_mu():
     torch.testing.assert_close(grad_mu, expected)
 
 
+@pytest.mark.parametrize("tiny", [1e-13, 1e-20, 0.0])
+def test_floor_clips_the_adjustment_of_groups_below_1e_12(tiny: float):
+    """Below l̂_k = 1e-12, a_k = r_k (log(K·1e-12) − μ) whatever l̂_k; μ moves by ≤ 1e-12/e."""
+    r = np.array([0.2, 0.3, 0.5])
+    L = np.array([1.0, 2.0, tiny])
+    mu, a = non_uniformity(L, r)
+    l_hat = r * L / (r * L).sum()
+    assert l_hat[2] < 1e-12
+    exact = l_hat[:2] @ np.log(3 * l_hat[:2]) + (l_hat[2] * np.log(3 * l_hat[2]) if tiny else 0)
+    assert abs(mu - exact) <= 1e-12 / np.e
+    np.testing.assert_allclose(a, r * (np.log(3 * np.maximum(l_hat, 1e-12)) - mu), rtol=1e-12)
+    assert a[2] == pytest.approx(r[2] * (np.log(3e-12) - mu), rel=1e-12)
+
+
+def test_floor_changes_nothing_above_1e_12_and_makes_beta_independent_below():
+    r = np.array([0.2, 0.3, 0.5])
+    for small in (1e-11, 1e-6):  # above the floor: the exact formula
+        L = np.array([1.0, 2.0, small / r[2] * 1.6])  # l̂_2 = small
+        mu, a = non_uniformity(L, r)
+        l_hat = r * L / (r * L).sum()
+        np.testing.assert_allclose(a, r * (np.log(3 * l_hat) - l_hat @ np.log(3 * l_hat)))
+    case = make_case(3, "balance", k=3)
+    betas = []
+    for tiny in (1e-14, 1e-20, 0.0):
+        L = case.losses.copy()
+        L[0] = tiny
+        betas.append(Case(L, case.gramian, case.c, True).run()[0])
+    np.testing.assert_allclose(betas[1], betas[0], atol=1e-10)
+    np.testing.assert_allclose(betas[2], betas[0], atol=1e-10)
+
+
 def test_single_present_group_is_one_hot():
     b = CPT([1.0, 2.0, 3.0])
     beta = b.weights(torch.tensor([0.5, 0.0, 0.0]), torch.eye(3), torch.tensor([5, 0, 0]))
@@ -354,13 +391,38 @@ def test_other_bad_inputs_raise():
         CPT([1.0, 1.0]).weights(torch.tensor([1.0, -0.5]), torch.eye(2))
 
 
-def test_cpt_weights_is_fast():
-    """Guard against a pathological slowdown (e.g. building a modelling problem per call);
-    the target on this CPU is well under 2 ms at K = 4, the guard is looser to avoid flakiness."""
-    case = make_case(7, "balance", k=4)
+@pytest.mark.parametrize("k,limit", [(4, 1e-3), (16, 1e-3), (64, 3e-3)])
+def test_cpt_weights_is_fast(k: int, limit: float):
+    """Issue 16's targets (≤ 1 ms at K = 16, ≤ 3 ms at K = 64; ~0.25 and ~0.35 ms measured).
+
+    CPU time of this process, not wall time, so that other work on a shared machine does not
+    make the guard flaky; the median over 60 calls.
+    """
+    case = make_case(7, "balance", k=k)
     b, L, C = CPT(case.c), torch.tensor(case.losses), torch.tensor(case.gramian)
-    times = timeit.repeat(lambda: b.weights(L, C), number=1, repeat=40)
-    assert float(np.median(times)) < 0.01
+    b.weights(L, C)
+    times = timeit.repeat(lambda: b.weights(L, C), number=1, repeat=60, timer=time.process_time)
+    assert b.info["solver_ok"]
+    assert float(np.median(times)) < limit
+
+
+def test_lp_keeps_no_state_between_calls():
+    """One HiGHS instance is reused, but each call passes a fresh model: β is a function of
+    the step alone, whatever was solved before (failures and retries included)."""
+    first = [case.run()[0] for case in ALL[::7]]
+    for case in ALL:
+        case.run()
+    Case(INFEASIBLE_L, INFEASIBLE_G @ INFEASIBLE_G.T, np.ones(3), True).run()
+    for case, beta in zip(ALL[::7], first, strict=True):
+        np.testing.assert_array_equal(case.run()[0], beta)
+
+
+def test_highs_banner_does_not_reach_stdout():
+    code = ("import torch; from cptlib.balancers import CPT; "
+            "CPT([1.0, 2.0]).weights(torch.tensor([1.0, 3.0]), torch.eye(2)); print('done')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout == "done\n"
 
 
 # --- the other balancers ---------------------------------------------------------------------
@@ -423,6 +485,37 @@ def test_groupdro_generalisation_adjustment():
     np.testing.assert_allclose(beta.numpy(), q / q.sum())
     with pytest.raises(ValueError, match="group_counts"):
         GroupDRO(adjustment=1.0)
+
+
+def test_groupdro_absent_group_keeps_its_adjustment_like_the_reference():
+    """Sagawa et al.'s code counts an absent group's loss as 0, so its q still grows by
+    exp(η C/√n); its β is 0 all the same."""
+    n = np.array([100.0, 4.0, 25.0])
+    b = GroupDRO(eta=0.1, adjustment=2.0, group_counts=n)
+    L = torch.tensor([1.0, 7.0, 0.5], dtype=torch.float64)  # group 1's 7.0 must be ignored
+    beta = b.weights(L, counts=torch.tensor([3, 0, 2]))
+    q = np.full(3, 1 / 3) * np.exp(0.1 * (np.array([1.0, 0.0, 0.5]) + 2.0 / np.sqrt(n)))
+    np.testing.assert_allclose(b.q, q / q.sum())
+    assert beta[1] == 0.0
+    np.testing.assert_allclose(beta[[0, 2]].numpy(), q[[0, 2]] / q[[0, 2]].sum())
+
+
+def test_groupdro_zero_adjustment_entry_switches_it_off_like_the_reference(caplog):
+    n = np.array([100.0, 4.0, 25.0])
+    with caplog.at_level(logging.WARNING, logger="cptlib.balancers"):
+        mixed = GroupDRO(eta=0.1, adjustment=[2.0, 0.0, 1.0], group_counts=n)
+    assert any("switches the adjustment off" in rec.getMessage() for rec in caplog.records)
+    plain = GroupDRO(eta=0.1)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        L = torch.rand(3, generator=gen, dtype=torch.float64)
+        counts = torch.tensor([2, 0, 1])
+        torch.testing.assert_close(mixed.weights(L, counts=counts),
+                                   plain.weights(L, counts=counts))
+    all_positive = GroupDRO(eta=0.1, adjustment=[2.0, 0.5, 1.0], group_counts=n)
+    all_positive.weights(torch.ones(3, dtype=torch.float64))
+    q = np.exp(0.1 * (1.0 + np.array([2.0, 0.5, 1.0]) / np.sqrt(n)))
+    np.testing.assert_allclose(all_positive.q, q / q.sum())
 
 
 def _min_norm_by_grid(C: np.ndarray, n: int) -> float:
