@@ -28,6 +28,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,57 @@ def test_the_checks_catch_what_they_look_for(browser: Browser) -> None:
             check(page, browser)
     assert page.report["untypeset"] == ["\\(c\\)"]
     assert "https://example.org/a.png" in page.requests
+
+
+# ----------------------------------------------------------------------------- without a browser
+
+
+class _Resources(HTMLParser):
+    """Every URL a page loads by itself (not the links a reader may follow)."""
+
+    LOADS = {"script": "src", "img": "src", "iframe": "src", "source": "src", "video": "src",
+             "audio": "src", "embed": "src", "object": "data", "link": "href"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "link" and not {"stylesheet", "preload", "icon", "modulepreload"} & set(
+                (values.get("rel") or "").split()):
+            return  # prev/next/search links are navigation, not loads
+        if tag in self.LOADS and values.get(self.LOADS[tag]):
+            self.urls.append(values[self.LOADS[tag]])
+
+
+REMOTE = re.compile(r"^(?:https?:)?//", re.IGNORECASE)
+CSS_REMOTE = re.compile(r"""(?:url\(|@import)\s*['"]?(?:https?:)?//""", re.IGNORECASE)
+
+
+def test_the_build_loads_nothing_remote() -> None:
+    """The HTML and CSS alone, no browser needed: MathJax is the book's own copy."""
+    pages = _pages()
+    if not pages:
+        _unavailable(f"no book build at {HTML}")
+    remote = {}
+    for name in pages:
+        parser = _Resources()
+        parser.feed((HTML / name).read_text(encoding="utf-8"))
+        remote.update({f"{name}: {u}": 1 for u in parser.urls if REMOTE.match(u)})
+    for css in (HTML / "_static").rglob("*.css"):
+        if CSS_REMOTE.search(css.read_text(encoding="utf-8", errors="replace")):
+            remote[f"{css.relative_to(HTML)}: a remote url() or @import"] = 1
+    assert not remote, f"resources loaded from the network: {sorted(remote)}"
+    method = (HTML / "method.html").read_text(encoding="utf-8")
+    assert re.search(r'src="_static/mathjax/tex-chtml\.js(\?[^"]*)?"', method)
+    assert (HTML / "_static/mathjax/tex-chtml.js").is_file()
+    assert any((HTML / "_static/mathjax/output/chtml/fonts/woff-v2").glob("*.woff"))
+
+
+@pytest.mark.parametrize("ci", [True, False])
+def test_missing_browser_fails_in_ci_and_skips_elsewhere(monkeypatch, ci: bool) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "IN_CI", ci)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="no chromium here"):
+        _unavailable("no chromium here")
