@@ -53,6 +53,15 @@ def _pages() -> list[str]:
                   if not skip & set(p.relative_to(HTML).parts))
 
 
+def _redirect(page: Path) -> str | None:
+    """Where a redirect stub (a bare meta refresh, as jupyter-book's index.html) points."""
+    if not page.is_file():
+        return None
+    found = re.search(r'http-equiv="refresh"\s+content="\d+;\s*url=([^"]+)"',
+                      page.read_text(encoding="utf-8")[:2000], re.IGNORECASE)
+    return found.group(1) if found else None
+
+
 def _unavailable(reason: str) -> None:
     """Fail in CI, where the browser test must run; skip elsewhere, saying why."""
     if IN_CI:
@@ -177,6 +186,14 @@ class Browser:
         for log in ("browser", "performance"):
             self.driver.get_log(log)  # drain the previous page's entries
         self.driver.get(self.origin + name)
+        target = _redirect(HTML / name)
+        if target:  # index.html is a stub that sends the reader on: check where it lands
+            from selenium.webdriver.support.wait import WebDriverWait
+
+            url = self.origin + str(Path(name).parent / target).removeprefix("./")
+            WebDriverWait(self.driver, LOAD_TIMEOUT_S).until(
+                lambda d: d.current_url == url
+                and d.execute_script("return document.readyState") == "complete")
         report = self.driver.execute_async_script(_INSPECT_JS)
         assert "fatal" not in report, f"{name}: inspecting the page failed: {report['fatal']}"
         self._screenshot(name, report["height"])
