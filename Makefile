@@ -18,6 +18,7 @@ book: $(STAMP)
 	$(BIN)/cpt book --profile quick
 
 test: $(STAMP)
+	bash scripts/system_deps.sh
 	$(BIN)/cpt book --profile smoke --out build/book-smoke
 	$(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider
 
