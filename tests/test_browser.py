@@ -259,15 +259,8 @@ def _page(visited: dict[str, Page], browser: Browser, name: str) -> Page:
 
 # Page-content problems known today, each owned by the notebooks or cptlib (not by the book's
 # build): (check, page) → the problem. The marker is strict, so the test says when a fix lands
-# and the entry must go.
-_INJECTED_PATH = ("issue 17.4: the featured-run page shows papermill's injected-parameters "
-                  "cell, whose `notebook = \"<clone>/results/smoke/...ipynb\"` is a "
-                  "build-machine path (the experiment notebooks / cptlib.sweep)")
-KNOWN: dict[tuple[str, str], str] = {
-    ("no_machine_paths", "runs/toy.html"): _INJECTED_PATH,
-    ("no_machine_paths", "runs/synthetic_run.html"): _INJECTED_PATH,
-    ("no_machine_paths", "runs/text_run.html"): _INJECTED_PATH,
-}
+# and the entry must go. None today.
+KNOWN: dict[tuple[str, str], str] = {}
 
 RAW_TEX = re.compile(r"\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\end\{")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|PapermillExecutionError")
