@@ -12,11 +12,13 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 
 from cptlib import _io, records
+from cptlib._env import provenance
 from cptlib.models import trainable_table
 from cptlib.paths import project_root
 from cptlib.runs import experiments
@@ -139,6 +141,35 @@ def write_trainable_table(results: Path, profile: str) -> Path:
     return path
 
 
+def provenance_text(profile: str, results: Path, seconds: float,
+                    prov: dict | None = None) -> str:
+    """The book's provenance: commit, date, hardware, and what this build and its runs cost."""
+    prov = prov or provenance()
+    git, hw = prov["git"], prov["hardware"]
+    commit = f"`{git['commit'][:12]}`" if git.get("commit") else "an unknown commit"
+    dirty = " with uncommitted changes" if git.get("dirty") else ""
+    runs = records.load_records(results, profile)
+    compute = runs["wall_time_s"].dropna().sum() / 60 if "wall_time_s" in runs else 0.0
+    device = hw.get("cuda_device") or hw.get("processor") or hw.get("machine")
+    return (
+        f"This book was built at the **{profile}** profile from commit {commit}{dirty} on "
+        f"{prov['timestamp_utc'].replace('T', ' ').replace('+00:00', ' UTC')}, on {device} "
+        f"({hw.get('cpu_count')} cores; torch {prov['versions'].get('torch')}, cptlib "
+        f"{prov['versions'].get('cptlib')}). Its {len(runs)} run records hold "
+        f"{compute:.0f} min of training runs in all (each record keeps its own provenance); "
+        f"this build's sweep and chapters took {seconds / 60:.1f} min, which includes only the "
+        "runs that were not up to date. The README gives the measured time of a build from a "
+        "fresh clone.\n"
+    )
+
+
+def write_provenance(stage: Path, profile: str, results: Path, seconds: float) -> Path:
+    """``runs/provenance.md``, included by the landing and reproduce pages."""
+    path = stage / "runs" / "provenance.md"
+    text = provenance_text(profile, results, seconds)
+    return _io.atomic_write(path, text)
+
+
 def build_html(stage: Path, *, strict: bool = True) -> Path:
     """jupyter-book 1.x, offline; strict means every warning fails the build."""
     exe = Path(sys.executable).with_name("jupyter-book")
@@ -157,6 +188,7 @@ def build_book(
     Runs that fail are listed and make the build fail at the end, after the other chapters
     were built, so one broken run never hides the rest.
     """
+    started = time.perf_counter()
     result = sweep(profile)
     print(result.summary(), flush=True)
     stage = book_dir() if out is None else stage_sources(Path(out))
@@ -164,6 +196,7 @@ def build_book(
     copy_featured_runs(stage, profile)
     write_trainable_table(results, profile)
     execute_summaries(stage, profile, results, force=force)
+    write_provenance(stage, profile, results, time.perf_counter() - started)
     index = build_html(stage, strict=strict)
     if not result.ok:
         raise RuntimeError(f"the book was built, but some runs failed:\n{result.summary()}")

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from cptlib.runs import experiments
 from cptlib.runs.spec import PROFILES, RunSpec, parse_overrides
 
 EXIT_USER_ERROR = 2
@@ -117,9 +118,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if getattr(args, "jobs", None) is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     if getattr(args, "only", None) is not None:
-        from cptlib.runs.experiments import get
-
-        get(args.only)
+        experiments.get(args.only)
 
 
 def main(argv: list[str] | None = None) -> int:

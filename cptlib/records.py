@@ -73,9 +73,7 @@ def run_id(params: dict[str, Any]) -> str:
 
 
 def _package_dir() -> Path:
-    import cptlib
-
-    return Path(cptlib.__file__).resolve().parent
+    return Path(__file__).resolve().parent
 
 
 def _hashed_files(entry: Path) -> list[tuple[str, Path]]:

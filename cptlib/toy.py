@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from cptlib.balancers import Balancer, non_uniformity, validate_c
+from cptlib.balancers import Balancer, get, non_uniformity, validate_c
 
 __all__ = ["centres", "losses", "pareto_front", "run"]
 
@@ -106,8 +106,6 @@ def sweep(
 ) -> pd.DataFrame:
     """``run`` for every method × c from one start point, stacked with ``method``, ``c``,
     ``c_str`` columns (the toy chapter's data)."""
-    from cptlib.balancers import get
-
     frames = []
     for method in methods:
         for c in cs:
