@@ -94,3 +94,54 @@ def test_a_second_process_cannot_start_a_run_in_progress(project):
             execute(spec)
     assert not spec.record_path.exists()
     assert _files(project) - before <= {str(lock_path(spec).relative_to(project))}
+
+
+def _without_volatile(record: dict) -> dict:
+    from cptlib.records import VOLATILE
+
+    return {k: v for k, v in record.items() if k not in VOLATILE}
+
+
+def _cpt(*args: str, env: dict, **kw):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "cptlib.cli", *args], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+RUN = ["run", "synthetic", "--profile", "smoke", "-p", "steps=24", "-p", "eval_every=4"]
+
+
+def test_killed_run_resumes_to_the_record_of_an_uninterrupted_one(tmp_path, isolated_cache):
+    """Kill ``cpt run`` (and its kernel) hard mid-training, run it again: the record and the
+    adapter equal those of a run that was never interrupted, and nothing partial is left."""
+    import os
+    import signal
+    import time
+
+    env = {"CPT_PROJECT": str(project_root()), "CPT_CACHE": str(isolated_cache / "cache")}
+    clean = _cpt(*RUN, "-p", f"results_dir={tmp_path / 'clean'}", env=env)
+    assert clean.wait(timeout=300) == 0, clean.stderr.read()
+    reference = Path(clean.stdout.read().strip().splitlines()[-1])
+
+    killed_dir = tmp_path / "killed"
+    victim = _cpt(*RUN, "-p", f"results_dir={killed_dir}", env=env, start_new_session=True)
+    checkpoints = killed_dir / "smoke" / "synthetic" / "checkpoints"
+    deadline = time.monotonic() + 240
+    while not any(checkpoints.glob("*.pt")) and time.monotonic() < deadline:
+        assert victim.poll() is None, victim.stderr.read()
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)  # the CLI and its kernel, no chance to clean up
+    victim.wait()
+    resumed = _cpt(*RUN, "-p", f"results_dir={killed_dir}", env=env)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    path = Path(resumed.stdout.read().strip().splitlines()[-1])
+    assert path.name == reference.name
+    a, b = (json.loads(p.read_text()) for p in (reference, path))
+    assert _without_volatile(a) == _without_volatile(b)
+    assert reference.with_suffix(".safetensors").read_bytes() == \
+        path.with_suffix(".safetensors").read_bytes()
+    assert not checkpoints.exists(), "the checkpoint folder goes once the run is done"
+    assert not list(path.parent.glob(".*.running.ipynb"))

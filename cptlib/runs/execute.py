@@ -61,6 +61,10 @@ def execute(spec: RunSpec, *, log_output: bool = False) -> Path:
     partial = out.with_name(f".{out.stem}.{os.getpid()}.running.ipynb")
     project = os.environ.setdefault("CPT_PROJECT", str(project_root()))
     with _io.exclusive_lock(lock_path(spec), f"run {spec.label()} ({spec.run_id})"):
+        # Holding the lock, nothing else runs this spec: partial notebooks of a killed earlier
+        # attempt, and its failure, are stale.
+        for stale in out.parent.glob(f".{out.stem}.*.running.ipynb"):
+            stale.unlink(missing_ok=True)
         failed_notebook(spec).unlink(missing_ok=True)
         try:
             pm.execute_notebook(
