@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from cptlib.data.groups import GroupDataset
+from cptlib.data.partials import preparing
 
 # ----------------------------------------------------------------------------- drawing
 SHAPES = ("longbird", "neckbird", "square", "triangle", "ring", "cross", "crescent", "diamond")
@@ -402,15 +403,16 @@ def publish(root: Path, fill: Callable[[Path], None]) -> Path:
             "remove it or choose another --root"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        fill(tmp)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with preparing(root):  # also removes what a killed preparation of ``root`` left behind
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+        try:
+            fill(tmp)
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return root
 
 
