@@ -309,14 +309,25 @@ def _install(name: str, files: list[_File] | Path, target: Path, progress: bool,
             "no_verify": not verify}
 
 
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
 def _unpack(f: _File, staging: Path, progress: bool) -> None:
-    if archive_kind(f.path) is None:
-        shutil.copyfile(f.path, staging / f.path.name)
-        return
+    """Extract an archive (or copy a plain published file) into ``staging``.
+
+    A broken or refused download is deleted so that a rerun fetches it afresh; the user's own
+    file is never touched.
+    """
     try:
-        safe_extract(f.path, staging, progress=progress)
+        if archive_kind(f.path) is not None:
+            safe_extract(f.path, staging, progress=progress)
+        elif f.path.name.lower().endswith(_ARCHIVE_SUFFIXES):
+            raise DataError(f"{f.path} is not a zip or tar archive, or is truncated (its bytes "
+                            "are neither format); download it again or pass another --source")
+        else:
+            shutil.copyfile(f.path, staging / f.path.name)
     except DataError:
-        if f.downloaded:  # refused or broken: a rerun must fetch it afresh
+        if f.downloaded:
             f.path.unlink(missing_ok=True)
         raise
 
