@@ -20,7 +20,14 @@ import pandas as pd
 
 from cptlib.data.download import DataError, require_complete
 from cptlib.data.groups import GroupDataset
-from cptlib.data.sources import int_column, make_dataset, read_csv, read_table, split_mask
+from cptlib.data.sources import (
+    int_column,
+    make_dataset,
+    read_csv,
+    read_table,
+    split_column,
+    split_mask,
+)
 from cptlib.data.transforms import default_transform, load_rgb
 
 NAME = "celeba"
@@ -69,7 +76,8 @@ def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) 
     flags = [int_column(table, c, attr_path, (-1, 0, 1)) == 1 for c in (TARGET, ATTRIBUTE)]
     return make_dataset(
         NAME, split, [str(root / IMAGES / f) for f in table["image_id"]], *flags,
-        split_mask(table["partition"], split), split_mask(table["partition"], "train"),
+        split_mask(codes := split_column(table, "partition", _find(root, "list_eval_partition")),
+                   split), split_mask(codes, "train"),
         n_classes=2, n_attr=2, group_names=GROUP_NAMES,
         loader=load_rgb, transform=default_transform(split, transform),
     )

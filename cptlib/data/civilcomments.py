@@ -16,7 +16,13 @@ import numpy as np
 
 from cptlib.data.download import require_complete
 from cptlib.data.groups import GroupDataset
-from cptlib.data.sources import float_column, make_dataset, read_table, split_mask
+from cptlib.data.sources import (
+    float_column,
+    make_dataset,
+    read_table,
+    split_column,
+    split_mask,
+)
 
 NAME = "civilcomments"
 CSV = "all_data_with_identities.csv"
@@ -38,7 +44,7 @@ def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) 
     return make_dataset(
         NAME, split, table["comment_text"].tolist(),
         float_column(table, "toxicity", path) >= THRESHOLD, (scores >= THRESHOLD).any(axis=1),
-        split_mask(table["split"], split), split_mask(table["split"], "train"),
+        split_mask(codes := split_column(table, "split", path), split), split_mask(codes, "train"),
         n_classes=2, n_attr=2, group_names=GROUP_NAMES, transform=transform,
     )
 

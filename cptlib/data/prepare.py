@@ -296,10 +296,14 @@ def _install(name: str, files: list[_File] | Path, target: Path, progress: bool,
             for f in files:
                 _unpack(f, staging, progress)
         data_dir = _find_dataset(staging, src.anchors)
+        what = str(files) if isinstance(files, Path) else ", ".join(str(f.path) for f in files)
         if data_dir is None:
-            raise DataError(f"none of {', '.join(src.anchors)} in the unpacked files: are they "
-                            f"the {name} release?")
-        splits = _finish_and_validate(name, data_dir)
+            raise DataError(f"{what}: none of {', '.join(src.anchors)} in the unpacked files: "
+                            f"are they the {name} release?")
+        try:
+            splits = _finish_and_validate(name, data_dir)
+        except DataError as exc:  # name the user's input, not the staging folder (deleted)
+            raise DataError(f"{what}: {str(exc).replace(str(data_dir) + os.sep, '')}") from None
         _remove_if_empty(target)
         os.replace(data_dir, target)
     finally:

@@ -244,8 +244,10 @@ def read_table(path: Path, columns: Sequence[str], **read_csv_kwargs: Any) -> pd
 def _first_bad(path: Path, column: str, values: pd.Series, bad: np.ndarray, want: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        value = values.iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value
         raise DataError(f"{path}: column {column!r} must hold {want}; data row {i + 1} has "
-                        f"{values.iloc[i]!r} ({int(bad.sum())} bad value(s) in all)")
+                        f"{value!r} ({int(bad.sum())} bad value(s) in all)")
 
 
 def int_column(table: pd.DataFrame, column: str, path: Path, allowed: Sequence[int]) -> np.ndarray:
@@ -268,6 +270,18 @@ def float_column(table: pd.DataFrame, column: str, path: Path, *, blank: float |
     _first_bad(path, column, raw, (np.isnan(values) & ~missing) | (missing & (blank is None)),
                "numbers" + ("" if blank is None else " or blanks"))
     return np.where(missing, np.nan if blank is None else blank, values)
+
+
+def split_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """``table[column]`` after checking every row names a split (0/1/2 or train/val/test): a
+    blank or unknown code would silently drop the row from every split."""
+    raw = table[column]
+    if pd.api.types.is_numeric_dtype(raw):
+        return pd.Series(int_column(table, column, path, tuple(SPLIT_CODES.values())))
+    names = raw.astype(str).str.strip().str.lower()
+    _first_bad(path, column, raw, ~names.isin(list(SPLIT_CODES)).to_numpy() | raw.isna().to_numpy(),
+               f"split codes {tuple(SPLIT_CODES.values())} or names {tuple(SPLIT_CODES)}")
+    return raw
 
 
 def split_mask(codes: pd.Series, split: str) -> np.ndarray:

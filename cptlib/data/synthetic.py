@@ -397,13 +397,13 @@ def publish(root: Path, fill: Callable[[Path], None]) -> Path:
     ``root`` is replaced, but a non-empty folder without a marker is never deleted.
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not (root / MARKER).is_file():
-        raise FileExistsError(
-            f"{root} exists, is not empty and has no {MARKER}: refusing to overwrite it; "
-            "remove it or choose another --root"
-        )
     root.parent.mkdir(parents=True, exist_ok=True)
     with preparing(root):  # also removes what a killed preparation of ``root`` left behind
+        if root.exists() and any(root.iterdir()) and not (root / MARKER).is_file():
+            raise FileExistsError(
+                f"{root} exists, is not empty and has no {MARKER}: refusing to overwrite it; "
+                "remove it or choose another --root"
+            )
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
         try:
             fill(tmp)
