@@ -130,7 +130,8 @@ SOURCES: dict[str, Source] = {
         finish="cptlib.data.celeba:finish",
         manual="The official Google-Drive files often answer with a quota page. Alternatives: "
         "the Kaggle release (`kaggle datasets download jessicali9530/celeba-dataset`, then "
-        "`--source archive.zip`; needs a Kaggle account) or the WILDS bundle (1.3 GB).",
+        "`--source archive.zip --no-verify`: no digest is published for it; needs a Kaggle "
+        "account) or the WILDS bundle (1.3 GB, trusted on first use).",
     ),
     "metashift": Source(
         name="metashift",
