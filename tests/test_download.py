@@ -420,3 +420,20 @@ def test_progress_bars_only_on_a_terminal_outside_ci(monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())
     monkeypatch.delenv("CI")
     assert not show_progress(True)
+
+
+def test_the_data_layer_never_imports_the_models():
+    """cptlib.data sits below cptlib.models (which reads data): no import may point upwards,
+    so `cpt data backbone` is dispatched by the CLI to cptlib.models.quick_backbone."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "cptlib" / "data"
+    upward = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            upward += [f"{path.name}: {n}" for n in names if n.startswith("cptlib.models")]
+    assert upward == []
+    with pytest.raises(ValueError, match="cpt data backbone"):
+        prepare("backbone")
