@@ -28,9 +28,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _data(args: argparse.Namespace) -> int:
-    from cptlib.data.prepare import prepare  # lazy: each command imports only what it uses
+    if args.name == "backbone":  # a model, not data: cptlib.data never imports cptlib.models
+        from cptlib.models.quick_backbone import prepare_backbone  # lazy: each command
+        # imports only what it uses
+        print(prepare_backbone(args.root, args.source))
+        return 0
+    from cptlib.data.prepare import prepare  # lazy: see above
 
-    path = prepare(args.name, Path(args.root) if args.root else None, args.source, args.seed)
+    path = prepare(args.name, Path(args.root) if args.root else None, args.source, args.seed,
+                   verify=not args.no_verify)
     print(path)
     return 0
 
@@ -76,12 +82,28 @@ def parser() -> argparse.ArgumentParser:
                    help="show Python tracebacks instead of one-line errors (or CPT_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    d = sub.add_parser("data", help="prepare a dataset (download + verify, or generate)")
+    d = sub.add_parser(
+        "data", help="prepare a dataset (download + verify, or generate)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Download, verify and prepare a dataset, or generate an embedded one.",
+        epilog="Verification: every file is checked BEFORE extraction; a mismatch stops with the "
+        "file kept for\ninspection. Published digests are on record for CelebA (SHA-256 + size "
+        "from TensorFlow Datasets,\nMD5 from torchvision) and MultiNLI 1.0 (SHA-256 + size from "
+        "TensorFlow Datasets and ParlAI).\nFor Waterbirds, MetaShift, ISIC, CivilComments, the "
+        "WILDS bundles and group_DRO's\nmetadata_random.csv no digest is published: the first "
+        "successful preparation records the SHA-256\nit saw in ROOT.cpt-digests.json beside the "
+        "dataset and prints it (trust on first use; compare\nit with a copy you trust); later "
+        "preparations of that ROOT are held to it. --source files are\nheld to the same digests; "
+        "a file under an unpublished name cannot be verified and needs\n--no-verify, which is "
+        "printed and recorded in the dataset's .cpt-complete.json.")
     d.add_argument("name", help="waterbirds, celeba, metashift, isic, multinli, civilcomments, "
                    "synthetic, synthetic-text, or backbone (the embedded backbone)")
     d.add_argument("--root", help="target folder (default: $CPT_DATA/NAME)")
     d.add_argument("--source", help="mirror URL or local archive to use instead of the default")
     d.add_argument("--seed", type=int, default=0, help="seed of generated datasets")
+    d.add_argument("--no-verify", action="store_true",
+                   help="install files whose digests differ from the record or cannot be "
+                   "checked (printed, and recorded in the marker)")
     d.set_defaults(func=_data)
 
     r = sub.add_parser("run", help="execute one experiment notebook with papermill")

@@ -144,6 +144,27 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+_CKPT_KEYS = ("fingerprint", "model", "opt", "sched", "balancer", "rng", "state")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A resume checkpoint read with ``weights_only=True``: a crafted file cannot run code.
+
+    Anything that is not a checkpoint this loop wrote (a pickle of other objects, a truncated or
+    foreign file) is a ValueError naming the file to delete, so the run can start afresh.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every way a file can fail to load is the same fault
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"checkpoint {path} cannot be loaded safely ({reason[:200]}); delete "
+                         f"{path} to start this run afresh") from None
+    if not isinstance(saved, dict) or any(k not in saved for k in _CKPT_KEYS):
+        raise ValueError(f"checkpoint {path} is not a training checkpoint of cptlib; delete "
+                         f"{path} to start this run afresh")
+    return saved
+
+
 def show_progress() -> bool:
     """Progress bars for people, not for CI logs or notebook outputs."""
     return sys.stderr.isatty() and not os.environ.get("CI")
@@ -185,7 +206,7 @@ def train(
     state = {"step": 0, "history": [], "best": None, "best_score": -math.inf, "wall": 0.0}
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
+        saved = _load_checkpoint(ckpt)
         if saved["fingerprint"] != cfg.fingerprint():
             raise ValueError(f"checkpoint {ckpt} was written by a different configuration")
         model.load_state_dict(saved["model"], strict=False)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import re
+import shutil
 import socket
 import tarfile
 import threading
@@ -33,7 +35,7 @@ from cptlib.data.download import (
     show_progress,
 )
 from cptlib.data.fakes import fake_archive, fake_release, write_fake
-from cptlib.data.prepare import prepare
+from cptlib.data.prepare import prepare, trusted_digests_path
 
 WB = "waterbird_complete95_forest2water2.tar.gz"
 
@@ -109,6 +111,14 @@ def _redirect(monkeypatch: pytest.MonkeyPatch, name: str, *urls: str,
     monkeypatch.setitem(sources.SOURCES, name, dataclasses.replace(src, releases=((part,),)))
 
 
+def _without_digests(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Forget the published digests of ``name`` (the fakes cannot match them)."""
+    src = sources.get(name)
+    releases = tuple(tuple(dataclasses.replace(p, sha256=None, md5=None, size=None) for p in r)
+                     for r in src.releases)
+    monkeypatch.setitem(sources.SOURCES, name, dataclasses.replace(src, releases=releases))
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
@@ -140,18 +150,28 @@ def test_prepare_downloads_verifies_and_marks(server, tmp_path, monkeypatch):
     assert len(server.log) == requests
 
 
-def test_unknown_digest_is_printed_and_recorded(server, tmp_path, capsys):
+def test_unknown_digest_is_trusted_on_first_use_then_held_to(server, tmp_path, capsys):
     data = _serve_waterbirds(server, tmp_path)
     root = prepare("waterbirds", tmp_path / "wb", source=server.url(WB), progress=False)
     digest = hashlib.sha256(data).hexdigest()
     err = capsys.readouterr().err
-    assert "no SHA-256 is recorded" in err and digest in err
+    assert "trust on first use" in err and digest in err
     entry = read_marker(root)["files"][0]
     assert entry["sha256"] == digest and not entry["sha256_known"]
-    assert entry["origin"] == server.url(WB)
+    assert entry["origin"] == server.url(WB) and entry["verified_against"] == "first use"
+    seen = json.loads(trusted_digests_path(root).read_text())
+    assert seen[WB]["sha256"] == digest and seen[WB]["size"] == len(data)
+    # Prepared again (the folder deleted), a different archive under that name is refused.
+    shutil.rmtree(root)
+    server.files[WB] = fake_archive("waterbirds", tmp_path / "other" / WB, seed=1).read_bytes()
+    with pytest.raises(DataError, match=r"mismatch .*expected .*first use"):
+        prepare("waterbirds", root, source=server.url(WB), progress=False)
+    assert not root.exists()
+    assert (tmp_path / ".wb.cpt-downloads" / WB).is_file()  # kept for inspection
 
 
-def test_mirror_folder_url_fetches_every_file_by_name(server, tmp_path):
+def test_mirror_folder_url_fetches_every_file_by_name(server, tmp_path, monkeypatch):
+    _without_digests(monkeypatch, "multinli")
     for path in fake_release("multinli", tmp_path / "release"):
         server.files[path.name] = path.read_bytes()
     root = prepare("multinli", tmp_path / "mnli", source=server.url(), progress=False)
@@ -210,8 +230,10 @@ def test_checksum_failure_leaves_nothing_behind(server, tmp_path, monkeypatch):
     parent = tmp_path / "data"
     with pytest.raises(DataError, match="SHA-256 mismatch") as err:
         prepare("waterbirds", parent / "waterbirds", progress=False)
-    assert "deleted" in str(err.value)
-    assert _leftovers(parent) == []  # no target, no marker, no staging or download folder
+    kept = parent / ".waterbirds.cpt-downloads" / WB
+    assert str(kept) in str(err.value) and "kept for inspection" in str(err.value)
+    assert _leftovers(parent) == [".waterbirds.cpt-downloads"]  # no target, marker or staging
+    assert kept.read_bytes() == server.files[WB]
 
 
 def test_offline_fails_at_once_with_urls_and_manual_steps(tmp_path, monkeypatch):
@@ -281,7 +303,7 @@ def test_unsafe_zip_member_is_refused(tmp_path):
 
 
 def test_prepare_rejects_traversal_and_keeps_the_users_file(tmp_path):
-    archive = tmp_path / "waterbirds.tar.gz"
+    archive = tmp_path / WB  # a published name without a digest: trusted on first use, checked
     archive.write_bytes(UNSAFE["dotdot"]())
     parent = tmp_path / "data"
     with pytest.raises(DataError, match="unsafe archive"):
@@ -290,7 +312,7 @@ def test_prepare_rejects_traversal_and_keeps_the_users_file(tmp_path):
 
 
 def test_archive_without_the_layout_is_refused(tmp_path):
-    archive = tmp_path / "other.tar.gz"
+    archive = tmp_path / WB
     archive.write_bytes(_tar_with(tarfile.TarInfo("data/readme.txt"), b"hi"))
     with pytest.raises(DataError, match="metadata.csv"):
         prepare("waterbirds", tmp_path / "data" / "wb", source=str(archive), progress=False)
@@ -303,16 +325,18 @@ def test_archive_without_the_layout_is_refused(tmp_path):
 @pytest.mark.parametrize("suffix", [".zip", ".tar.gz"])
 def test_source_local_archive(tmp_path, suffix):
     archive = fake_archive("celeba", tmp_path / f"celeba{suffix}")  # Kaggle layout, nested
-    root = prepare("celeba", tmp_path / "celeba", source=str(archive), progress=False)
+    with pytest.raises(DataError, match="cannot be verified"):  # no digest for that name
+        prepare("celeba", tmp_path / "celeba", source=str(archive), progress=False)
+    root = prepare("celeba", tmp_path / "celeba", source=str(archive), progress=False,
+                   verify=False)
     assert archive.exists() and is_complete(root)
+    assert read_marker(root)["no_verify"] and not read_marker(root)["verified"]
     assert (root / "img_align_celeba" / "000001.jpg").is_file()  # Kaggle nesting flattened
     assert load("celeba", root, "test").group_counts.tolist() == [4, 4, 4, 4]
 
 
 def test_source_folder_of_published_files(tmp_path, monkeypatch):
-    src = sources.get("celeba")  # the fakes cannot match the published MD5 sums
-    official = tuple(dataclasses.replace(p, md5=None) for p in src.releases[0])
-    monkeypatch.setitem(sources.SOURCES, "celeba", dataclasses.replace(src, releases=(official,)))
+    _without_digests(monkeypatch, "celeba")
     folder = tmp_path / "by-hand"
     fake_release("celeba", folder)
     root = prepare("celeba", tmp_path / "celeba", source=str(folder), progress=False)
@@ -320,12 +344,22 @@ def test_source_folder_of_published_files(tmp_path, monkeypatch):
     assert load("celeba", root, "train").group_counts.tolist() == [4, 4, 4, 4]
 
 
-def test_known_md5_rejects_a_different_file(tmp_path):
+@pytest.mark.parametrize("kept", ["size", "sha256", "md5"])
+def test_each_published_digest_rejects_a_different_file(tmp_path, monkeypatch, kept):
+    """Size, SHA-256 and MD5 are each checked (here one at a time), before any extraction."""
+    src = sources.get("celeba")
+    only = {k: None for k in ("size", "sha256", "md5") if k != kept}
+    official = tuple(dataclasses.replace(p, **only) for p in src.releases[0])
+    monkeypatch.setitem(sources.SOURCES, "celeba", dataclasses.replace(src, releases=(official,)))
     folder = tmp_path / "by-hand"
     fake_release("celeba", folder)
-    with pytest.raises(DataError, match="MD5 mismatch for img_align_celeba.zip"):
+    label = {"size": "size", "sha256": "SHA-256", "md5": "MD5"}[kept]
+    with pytest.raises(DataError, match=f"{label} mismatch for {folder}/img_align_celeba.zip"):
         prepare("celeba", tmp_path / "data" / "celeba", source=str(folder), progress=False)
     assert (folder / "img_align_celeba.zip").exists() and _leftovers(tmp_path / "data") == []
+    root = prepare("celeba", tmp_path / "data" / "celeba", source=str(folder), progress=False,
+                   verify=False)  # --no-verify installs it, and says so in the marker
+    assert read_marker(root)["no_verify"]
 
 
 def test_existing_copy_is_checked_and_marked_in_place(tmp_path):
@@ -367,7 +401,7 @@ def test_bad_names_and_sources(tmp_path):
 
 def test_default_root_is_the_data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CPT_DATA", str(tmp_path / "store"))
-    archive = fake_archive("civilcomments", tmp_path / "cc.tar.gz")
+    archive = fake_archive("civilcomments", tmp_path / "civilcomments_v1.0.tar.gz")
     root = prepare("civilcomments", source=str(archive), progress=False)
     assert root == tmp_path / "store" / "civilcomments"
     assert len(load("civilcomments", split="val")) == 16
@@ -386,3 +420,20 @@ def test_progress_bars_only_on_a_terminal_outside_ci(monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())
     monkeypatch.delenv("CI")
     assert not show_progress(True)
+
+
+def test_the_data_layer_never_imports_the_models():
+    """cptlib.data sits below cptlib.models (which reads data): no import may point upwards,
+    so `cpt data backbone` is dispatched by the CLI to cptlib.models.quick_backbone."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "cptlib" / "data"
+    upward = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            upward += [f"{path.name}: {n}" for n in names if n.startswith("cptlib.models")]
+    assert upward == []
+    with pytest.raises(ValueError, match="cpt data backbone"):
+        prepare("backbone")

@@ -125,3 +125,31 @@ def test_peft_models_round_trip(tmp_path, family):
         assert not torch.equal(fresh(x), trained(x))
         load_adapter(fresh, path)
         assert torch.equal(fresh(x), trained(x))
+
+
+_WRITE_ADAPTER = """
+import sys, torch
+from cptlib.models import build_model, save_adapter
+torch.manual_seed(0)
+model = build_model("vit_tiny_patch16_224", 3, img_size=32, patch_size=8, depth=2, embed_dim=48,
+                    num_heads=2, prompt_tokens=4)
+save_adapter(model, sys.argv[1], c=[1, 1, 4, 1], method="cpt", seed=0, run_id="x")
+"""
+
+
+def test_the_same_adapter_is_byte_identical_across_processes(tmp_path):
+    """safetensors orders its metadata by a per-process random hash; the file must not."""
+    import os
+    import subprocess
+    import sys
+
+    paths = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / f"a{seed}.safetensors"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", _WRITE_ADAPTER, str(out)], env=env, check=True)
+        paths.append(out)
+    blobs = {p.read_bytes() for p in paths}
+    assert len(blobs) == 1
+    model = vpt(prompt_tokens=4)
+    assert load_adapter(model, paths[0])["c"] == [1, 1, 4, 1]

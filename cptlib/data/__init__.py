@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cptlib.data.groups import GroupDataset, group_ids
+from cptlib.data.partials import remove_stale_partials
 
 # name -> "module:function"; the function takes (root: Path, split: str, transform) and returns
 # a GroupDataset. ``root`` is the dataset's own folder.
@@ -56,4 +57,4 @@ def load(
     return getattr(importlib.import_module(module), func)(Path(root), split, transform)
 
 
-__all__ = ["GroupDataset", "group_ids", "load", "names", "SPLITS"]
+__all__ = ["GroupDataset", "group_ids", "load", "names", "remove_stale_partials", "SPLITS"]

@@ -20,7 +20,14 @@ import pandas as pd
 
 from cptlib.data.download import DataError, require_complete
 from cptlib.data.groups import GroupDataset
-from cptlib.data.sources import make_dataset, read_table, split_mask
+from cptlib.data.sources import (
+    int_column,
+    make_dataset,
+    read_csv,
+    read_table,
+    split_column,
+    split_mask,
+)
 from cptlib.data.transforms import default_transform, load_rgb
 
 NAME = "celeba"
@@ -40,9 +47,13 @@ def _read_attributes(path: Path) -> pd.DataFrame:
     """Attribute table with ``image_id`` and the attribute names as columns, from either variant."""
     if path.suffix == ".csv":
         return read_table(path, ("image_id", TARGET, ATTRIBUTE))
-    with open(path) as f:
-        count, names = int(f.readline().split()[0]), f.readline().split()
-    table = pd.read_csv(path, sep=r"\s+", skiprows=2, header=None, names=["image_id", *names])
+    try:
+        with open(path) as f:
+            count, names = int(f.readline().split()[0]), f.readline().split()
+    except (ValueError, IndexError, OSError):
+        raise DataError(f"{path} does not start with the official header (a row count, then the "
+                        "attribute names)") from None
+    table = read_csv(path, sep=r"\s+", skiprows=2, header=None, names=["image_id", *names])
     if len(table) != count or {TARGET, ATTRIBUTE} - set(names):
         raise DataError(f"{path}: {len(table)} rows for a declared {count}, attributes {names[:3]}"
                         f"...; expected the official list_attr_celeba.txt format")
@@ -52,7 +63,7 @@ def _read_attributes(path: Path) -> pd.DataFrame:
 def _read_partition(path: Path) -> pd.DataFrame:
     if path.suffix == ".csv":
         return read_table(path, ("image_id", "partition"))
-    return pd.read_csv(path, sep=r"\s+", header=None, names=["image_id", "partition"])
+    return read_csv(path, sep=r"\s+", header=None, names=["image_id", "partition"])
 
 
 def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) -> GroupDataset:
@@ -61,10 +72,12 @@ def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) 
     table = attrs.merge(_read_partition(_find(root, "list_eval_partition")), on="image_id")
     if len(table) != len(attrs):
         raise DataError(f"{root}: {len(attrs) - len(table)} image(s) have no partition entry")
+    attr_path = _find(root, "list_attr_celeba")
+    flags = [int_column(table, c, attr_path, (-1, 0, 1)) == 1 for c in (TARGET, ATTRIBUTE)]
     return make_dataset(
-        NAME, split, [str(root / IMAGES / f) for f in table["image_id"]],
-        (table[TARGET] == 1).to_numpy(), (table[ATTRIBUTE] == 1).to_numpy(),
-        split_mask(table["partition"], split), split_mask(table["partition"], "train"),
+        NAME, split, [str(root / IMAGES / f) for f in table["image_id"]], *flags,
+        split_mask(codes := split_column(table, "partition", _find(root, "list_eval_partition")),
+                   split), split_mask(codes, "train"),
         n_classes=2, n_attr=2, group_names=GROUP_NAMES,
         loader=load_rgb, transform=default_transform(split, transform),
     )

@@ -12,9 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cptlib.data.download import require_complete
 from cptlib.data.groups import GroupDataset
-from cptlib.data.sources import make_dataset, read_table, split_mask
+from cptlib.data.sources import (
+    float_column,
+    make_dataset,
+    read_table,
+    split_column,
+    split_mask,
+)
 
 NAME = "civilcomments"
 CSV = "all_data_with_identities.csv"
@@ -31,11 +39,12 @@ def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) 
     table = read_table(root / CSV, columns, usecols=lambda c: c in columns,
                        dtype={"comment_text": str}, keep_default_na=False, na_values={
                            c: ["", "NaN", "nan"] for c in ("toxicity", *IDENTITIES)})
-    mention = (table[list(IDENTITIES)].fillna(0.0).to_numpy(dtype=float) >= THRESHOLD).any(axis=1)
+    path = root / CSV
+    scores = np.stack([float_column(table, c, path, blank=0.0) for c in IDENTITIES], axis=1)
     return make_dataset(
         NAME, split, table["comment_text"].tolist(),
-        (table["toxicity"].to_numpy(dtype=float) >= THRESHOLD), mention,
-        split_mask(table["split"], split), split_mask(table["split"], "train"),
+        float_column(table, "toxicity", path) >= THRESHOLD, (scores >= THRESHOLD).any(axis=1),
+        split_mask(codes := split_column(table, "split", path), split), split_mask(codes, "train"),
         n_classes=2, n_attr=2, group_names=GROUP_NAMES, transform=transform,
     )
 

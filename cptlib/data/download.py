@@ -32,8 +32,12 @@ CHUNK = 1 << 20
 USER_AGENT = "cptlib-data/0.1 (+https://github.com/; dataset preparation)"
 
 
-class DataError(RuntimeError):
-    """A dataset cannot be fetched, verified, extracted or read; the message says what to do."""
+class DataError(ValueError, RuntimeError):
+    """A dataset cannot be fetched, verified, extracted or read; the message says what to do.
+
+    A ValueError, so that the ``cpt`` command prints it as one line with exit code 2 (bad input
+    from the user's side: a file, a folder, a mirror); still a RuntimeError for older callers.
+    """
 
 
 class DownloadError(DataError):

@@ -18,7 +18,13 @@ import numpy as np
 
 from cptlib.data.download import require_complete
 from cptlib.data.groups import GroupDataset
-from cptlib.data.sources import SPLIT_CODES, holdout_split, make_dataset, read_table
+from cptlib.data.sources import (
+    SPLIT_CODES,
+    holdout_split,
+    int_column,
+    make_dataset,
+    read_table,
+)
 from cptlib.data.transforms import default_transform, load_rgb
 
 NAME = "isic"
@@ -41,16 +47,17 @@ def image_path(root: Path, name: str) -> str:
 
 def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) -> GroupDataset:
     """Split ``split`` of the ISIC folder ``root`` (no completion check: prepare uses it)."""
-    train = read_table(csv_path(root, "train"), COLUMNS)
-    pool = read_table(csv_path(root, "test"), COLUMNS)
+    paths = csv_path(root, "train"), csv_path(root, "test")
+    train, pool = (read_table(p, COLUMNS) for p in paths)
     val, test = holdout_split(len(pool), TEST_FRACTION)
     codes = np.full(len(train) + len(pool), SPLIT_CODES["train"])
     codes[len(train) + val], codes[len(train) + test] = SPLIT_CODES["val"], SPLIT_CODES["test"]
     names = [*train["image"], *pool["image"]]
     return make_dataset(
         NAME, split, [image_path(root, n) for n in names],
-        np.concatenate([train["label"], pool["label"]]).astype(int),
-        np.concatenate([train["hair"], pool["hair"]]).astype(int),
+        *(np.concatenate([int_column(t, c, p, (0, 1)) for t, p in zip((train, pool), paths,
+                                                                       strict=True)])
+          for c in ("label", "hair")),
         codes == SPLIT_CODES[split], codes == SPLIT_CODES["train"],
         n_classes=2, n_attr=2, group_names=GROUP_NAMES,
         loader=load_rgb, transform=default_transform(split, transform),

@@ -25,7 +25,7 @@ import pandas as pd
 
 from cptlib.data.download import DataError, require_complete
 from cptlib.data.groups import GroupDataset
-from cptlib.data.sources import make_dataset, read_table, split_mask
+from cptlib.data.sources import int_column, make_dataset, read_table, split_mask
 
 NAME = "multinli"
 METADATA = "metadata_random.csv"
@@ -71,12 +71,12 @@ def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) 
     """Split ``split`` of the MultiNLI folder ``root`` (no completion check: prepare uses it)."""
     meta = _metadata(root)
     text = _sentences(root, meta)
-    rows = split_mask(meta["split"].astype(int), split)
+    codes = pd.Series(int_column(meta, "split", root / METADATA, (0, 1, 2)))
     items = [pair_text(a, b) for a, b in zip(text["sentence1"], text["sentence2"], strict=True)]
     return make_dataset(
-        NAME, split, items, meta["gold_label"].astype(int).to_numpy(),
-        meta["sentence2_has_negation"].astype(int).to_numpy(),
-        rows, split_mask(meta["split"].astype(int), "train"),
+        NAME, split, items, int_column(meta, "gold_label", root / METADATA, (0, 1, 2)),
+        int_column(meta, "sentence2_has_negation", root / METADATA, (0, 1)),
+        split_mask(codes, split), split_mask(codes, "train"),
         n_classes=3, n_attr=2, group_names=GROUP_NAMES, transform=transform,
     )
 

@@ -12,6 +12,7 @@ file, next to the target, so that the next run resumes). Embedded data (``synthe
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -28,14 +29,15 @@ from cptlib.data.download import (
     DownloadError,
     archive_kind,
     download,
+    file_digests,
     is_complete,
     safe_extract,
-    verify,
     write_marker,
 )
+from cptlib.data.partials import preparing, remove_stale_partials
 from cptlib.paths import data_root
 
-__all__ = ["DataError", "EMBEDDED", "REAL", "prepare"]
+__all__ = ["DataError", "EMBEDDED", "REAL", "prepare", "remove_stale_partials"]
 
 REAL = tuple(sources.SOURCES)
 EMBEDDED = ("synthetic", "synthetic-text", "backbone")
@@ -59,14 +61,20 @@ def prepare(
     source: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    verify: bool = True,
 ) -> Path:
     """Prepare dataset ``name`` in ``root`` (default ``data_root()/name``); returns the folder.
 
     ``source``: a mirror URL (one archive; or ending in ``/``, a folder holding the published
     files by name), a local archive or file, or a local folder (the published files, or an
     already extracted copy; ``--source`` equal to ``root`` checks a copy in place and marks it).
-    ``seed`` only matters for the embedded datasets. Raises DataError with what to do next.
+    ``seed`` only matters for the embedded datasets. ``verify=False`` (``--no-verify``) installs
+    files whose digests differ from the record, saying so and noting it in the marker. Raises
+    DataError (a ValueError) with what to do next.
     """
+    if name == "backbone":
+        raise ValueError("the embedded backbone is not a dataset of cptlib.data: prepare it with "
+                         "`cpt data backbone` (cptlib.models.quick_backbone.prepare_backbone)")
     if name in EMBEDDED:
         return _embedded(name, root, source, seed, progress)
     if name not in REAL:
@@ -85,13 +93,16 @@ def prepare(
             f"Remove it or choose another --root; if it already holds the dataset, "
             f"`cpt data {name} --root {target} --source {target}` checks and marks it."
         )
-    for stale in target.parent.glob(f".{target.name}.cpt-staging-*"):  # from a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    downloads = _downloads_dir(target)
-    files = _obtain(name, source, target, downloads, progress)
-    record = _install(name, files, target, progress)
-    write_marker(target, name, **record)
-    shutil.rmtree(downloads, ignore_errors=True)
+    with preparing(target):  # a concurrent preparation of the same target waits for this one
+        if is_complete(target):
+            _say(f"{name} was prepared in {target} meanwhile")
+            return target
+        downloads = _downloads_dir(target)
+        files = _obtain(name, source, target, downloads, progress)
+        record = _install(name, files, target, progress, verify)
+        write_marker(target, name, **record)
+        _remember_digests(target, record["files"])
+        shutil.rmtree(downloads, ignore_errors=True)
     _say(f"{name} is ready in {target}")
     return target
 
@@ -103,12 +114,6 @@ def _embedded(name: str, root: str | Path | None, source: str | None, seed: int,
               progress: bool) -> Path:
     if source:
         raise ValueError(f"{name} is generated locally; --source applies to real datasets only")
-    if name == "backbone":
-        if root:
-            raise ValueError("the backbone is cached by its configuration; --root does not apply")
-        from cptlib.models.quick_backbone import ensure_quick_backbone
-
-        return Path(ensure_quick_backbone(progress=progress))
     target = Path(root).expanduser() if root else data_root() / name
     result = importlib.import_module(_GENERATORS[name]).generate(target, seed=seed)
     return Path(result) if result is not None else target
@@ -197,34 +202,92 @@ def _remove_if_empty(folder: Path) -> None:
 # --------------------------------------------------------------------------- installing
 
 
-def _check_digests(files: list[_File]) -> list[dict[str, Any]]:
-    """Verify every file against its known digests; say what was computed where none is known."""
+def trusted_digests_path(target: Path) -> Path:
+    """Where the digests seen on first use of ``target`` are kept: beside the dataset folder."""
+    return target.with_name(f"{target.name}.cpt-digests.json")
+
+
+def _trusted(target: Path) -> dict[str, Any]:
+    path = trusted_digests_path(target)
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        raise DataError(f"unreadable digest record {path}: delete it to trust the next "
+                        "download afresh") from None
+
+
+def _remember_digests(target: Path, records: list[dict[str, Any]]) -> None:
+    """Trust on first use: record the digests of verified-by-nobody files, atomically."""
+    fresh = {r["filename"]: {k: r[k] for k in ("sha256", "size", "origin")}
+             for r in records if r["verified_against"] == "first use"}
+    if not fresh:
+        return
+    path = trusted_digests_path(target)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({**_trusted(target), **fresh}, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    for filename, info in fresh.items():
+        _say(f"no published digest for {filename}: recorded SHA-256 {info['sha256']} "
+             f"({info['size']} bytes) in {path} (trust on first use). Compare it with a copy you "
+             "trust; later preparations of this folder are held to it.")
+
+
+def _expected(f: _File, trusted: dict[str, Any], target: Path) -> tuple[dict[str, Any], str]:
+    """The digests ``f`` must have and where they come from (empty: nothing is on record)."""
+    part = f.part
+    if part is not None and (part.sha256 or part.md5 or part.size):
+        return ({"sha256": part.sha256, "md5": part.md5, "size": part.size},
+                part.digest_source or "cptlib/data/sources.py")
+    if part is not None and part.filename in trusted:
+        seen = trusted[part.filename]
+        return ({"sha256": seen["sha256"], "size": seen["size"]},
+                f"first use, recorded in {trusted_digests_path(target)}")
+    return {}, ""
+
+
+def _check_digests(name: str, files: list[_File], target: Path, verify: bool
+                   ) -> list[dict[str, Any]]:
+    """Hold every file to its recorded digests before anything is extracted.
+
+    A mismatching file is kept where it is, for inspection. A file with no digest on record
+    and a name that is not a published one cannot be verified: refused unless ``verify`` is off.
+    """
+    trusted = _trusted(target)
     records = []
     for f in files:
-        part = f.part
-        try:
-            got = verify(f.path, part.sha256 if part else None, part.md5 if part else None)
-        except DataError as exc:
-            if not f.downloaded:
-                raise DataError(f"{exc} Check {f.path} or pass another --source.") from None
-            f.path.unlink(missing_ok=True)
-            _remove_if_empty(f.path.parent)
-            raise DataError(f"{exc} It was deleted: run the command again to download it "
-                            "afresh, or pass a mirror with --source.") from None
-        known = bool(part and part.sha256)
-        if not known:
-            _say(f"no SHA-256 is recorded for {f.path.name}; computed {got['sha256']} "
-                 f"({got['size']} bytes). Once this copy is trusted, add sha256=\"{got['sha256']}\""
-                 f" to its Part in cptlib/data/sources.py.")
+        got = file_digests(f.path)
+        want, where = _expected(f, trusted, target)
+        if not verify:
+            _say(f"--no-verify: {f.path} is NOT checked (SHA-256 {got['sha256']}, "
+                 f"{got['size']} bytes)")
+            where = "not verified (--no-verify)"
+        elif want:
+            for kind, label in (("size", "size"), ("sha256", "SHA-256"), ("md5", "MD5")):
+                if want.get(kind) is not None and str(got[kind]) != str(want[kind]).lower():
+                    raise DataError(
+                        f"{label} mismatch for {f.path}: expected {want[kind]}, got {got[kind]} "
+                        f"(expected digests from {where}). Nothing was extracted and the file is "
+                        f"kept for inspection; delete it and run again, pass another --source, or "
+                        "--no-verify to install it anyway.")
+        elif f.part is None:
+            raise DataError(
+                f"{f.path}: no digest is on record for a file of that name (the published "
+                f"{name} files are "
+                f"{', '.join(sorted({p.filename for p in sources.get(name).parts}))})"
+                "; it cannot be verified. Rename it if it is one of them, or pass --no-verify.")
+        else:
+            where = "first use"
         records.append({"filename": f.path.name, "origin": f.origin, **got,
-                         "sha256_known": known, "md5_known": bool(part and part.md5)})
+                        "verified_against": where, "sha256_known": bool(want.get("sha256")),
+                        "md5_known": bool(want.get("md5"))})
     return records
 
 
-def _install(name: str, files: list[_File] | Path, target: Path, progress: bool) -> dict[str, Any]:
-    """Unpack into a staging folder next to ``target``, finish, validate, rename onto it."""
+def _install(name: str, files: list[_File] | Path, target: Path, progress: bool,
+             verify: bool) -> dict[str, Any]:
+    """Verify, unpack into a staging folder next to ``target``, finish, validate, rename."""
     src = sources.get(name)
-    records = _check_digests(files) if isinstance(files, list) else []
+    records = _check_digests(name, files, target, verify) if isinstance(files, list) else []
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.cpt-staging-", dir=target.parent))
     try:
         if isinstance(files, Path):
@@ -233,26 +296,42 @@ def _install(name: str, files: list[_File] | Path, target: Path, progress: bool)
             for f in files:
                 _unpack(f, staging, progress)
         data_dir = _find_dataset(staging, src.anchors)
+        what = str(files) if isinstance(files, Path) else ", ".join(str(f.path) for f in files)
         if data_dir is None:
-            raise DataError(f"none of {', '.join(src.anchors)} in the unpacked files: are they "
-                            f"the {name} release?")
-        splits = _finish_and_validate(name, data_dir)
+            raise DataError(f"{what}: none of {', '.join(src.anchors)} in the unpacked files: "
+                            f"are they the {name} release?")
+        try:
+            splits = _finish_and_validate(name, data_dir)
+        except DataError as exc:  # name the user's input, not the staging folder (deleted)
+            raise DataError(f"{what}: {str(exc).replace(str(data_dir) + os.sep, '')}") from None
         _remove_if_empty(target)
         os.replace(data_dir, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     origin = str(files) if isinstance(files, Path) else ", ".join(f.origin for f in files)
-    return {"source": origin, "files": records, "splits": splits}
+    return {"source": origin, "files": records, "splits": splits, "verified": verify,
+            "no_verify": not verify}
+
+
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
 def _unpack(f: _File, staging: Path, progress: bool) -> None:
-    if archive_kind(f.path) is None:
-        shutil.copyfile(f.path, staging / f.path.name)
-        return
+    """Extract an archive (or copy a plain published file) into ``staging``.
+
+    A broken or refused download is deleted so that a rerun fetches it afresh; the user's own
+    file is never touched.
+    """
     try:
-        safe_extract(f.path, staging, progress=progress)
+        if archive_kind(f.path) is not None:
+            safe_extract(f.path, staging, progress=progress)
+        elif f.path.name.lower().endswith(_ARCHIVE_SUFFIXES):
+            raise DataError(f"{f.path} is not a zip or tar archive, or is truncated (its bytes "
+                            "are neither format); download it again or pass another --source")
+        else:
+            shutil.copyfile(f.path, staging / f.path.name)
     except DataError:
-        if f.downloaded:  # refused or broken: a rerun must fetch it afresh
+        if f.downloaded:
             f.path.unlink(missing_ok=True)
         raise
 
@@ -321,12 +400,14 @@ def main(argv: list[str] | None = None, name: str | None = None) -> int:
     parser.add_argument("--source", help="mirror URL, local archive or folder of files")
     parser.add_argument("--seed", type=int, default=0, help="seed of the embedded datasets")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="install files whose digests are not the recorded ones")
     args = parser.parse_args(argv)
     try:
         path = prepare(name or args.name, args.root, args.source, args.seed,
-                       progress=not args.no_progress)
-    except DataError as exc:
+                       progress=not args.no_progress, verify=not args.no_verify)
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(path)
     return 0

@@ -1,14 +1,25 @@
 """Where each real dataset is published, what its files must hash to, and how its layout reads.
 
-Hosts move and break (CodaLab's migration, dead Google-Drive ids), and none of the projects that
-publish these datasets ships checksums. So each dataset lists alternative releases (tried in
-order), each file its mirrors, and its digests where known. **No SHA-256 is known today**: the
-first ``cpt data NAME`` prints the digest it computed and records it in the completion marker;
-paste it into ``sha256=`` below so that later downloads are verified. The MD5 sums of the official
-CelebA files are the ones torchvision's ``CelebA`` dataset checks.
+Hosts move and break (CodaLab's migration, dead Google-Drive ids), and the projects that publish
+these datasets ship no checksums. So each dataset lists alternative releases (tried in order),
+each file its mirrors, and its digests where a source we can name publishes them
+(``digest_source`` says which):
+
+- CelebA (the three official Google-Drive files): SHA-256 and size from TensorFlow Datasets'
+  ``tensorflow_datasets/datasets/celeb_a/checksums.tsv`` (the same Drive ids), MD5 from
+  torchvision's ``CelebA`` dataset.
+- MultiNLI 1.0 (``multinli_1.0.zip``): SHA-256 and size from TensorFlow Datasets'
+  ``tensorflow_datasets/url_checksums/multi_nli.txt``; ParlAI's ``parlai/tasks/multinli/build.py``
+  lists the same SHA-256.
+- Everything else (Waterbirds, the WILDS bundles, MetaShift, ISIC, CivilComments, group_DRO's
+  ``metadata_random.csv``): no digest is published anywhere we could find (WILDS records
+  ``compressed_size: None`` for Waterbirds). The first successful preparation records the
+  SHA-256 and size it saw in ``<root>.cpt-digests.json`` beside the dataset folder and prints
+  them (trust on first use); later preparations of that root are held to them.
 
 Also here: the small reading rules the loaders share (split codes, required columns, the
-authors' fixed-seed val/test carve-out), so every loader reads its table the same way.
+authors' fixed-seed val/test carve-out, integer labels), so every loader reads its table the
+same way.
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ class Part:
     urls: tuple[str, ...]
     sha256: str | None = None
     md5: str | None = None
+    size: int | None = None
+    digest_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ def codalab(bundle: str, path: str = "") -> str:
 
 
 _WB_TAR = "waterbird_complete95_forest2water2.tar.gz"
+_TFDS_CELEBA = ("TensorFlow Datasets tensorflow_datasets/datasets/celeb_a/checksums.tsv (SHA-256, "
+                "size); torchvision datasets.CelebA (MD5)")
 
 SOURCES: dict[str, Source] = {
     "waterbirds": Source(
@@ -96,11 +111,17 @@ SOURCES: dict[str, Source] = {
         releases=(
             (
                 Part("img_align_celeba.zip", drive("0B7EVK8r0v71pZjFTYXZWM3FlRnM"),
-                     md5="00d2c5bc6d35e252742224ab0c1e8fcb"),
+                     sha256="46fb89443c578308acf364d7d379fe1b9efb793042c0af734b6112e4fd3a8c74",
+                     md5="00d2c5bc6d35e252742224ab0c1e8fcb", size=1443490838,
+                     digest_source=_TFDS_CELEBA),
                 Part("list_attr_celeba.txt", drive("0B7EVK8r0v71pblRyaVFSWGxPY0U"),
-                     md5="75e246fa4810816ffd6ee81facbd244c"),
+                     sha256="f0e5da289d5ccf75ffe8811132694922b60f2af59256ed362afa03fefba324d0",
+                     md5="75e246fa4810816ffd6ee81facbd244c", size=26721026,
+                     digest_source=_TFDS_CELEBA),
                 Part("list_eval_partition.txt", drive("0B7EVK8r0v71pY0NSMzRuSXJEVkk"),
-                     md5="d32c9cbf5e040fd4025c592c306e6668"),
+                     sha256="fc955bcb3ef8fbdf7d5640d9a8693a8431b5f2ee291a5c1449a1549e7e073fe7",
+                     md5="d32c9cbf5e040fd4025c592c306e6668", size=2836386,
+                     digest_source=_TFDS_CELEBA),
             ),
             (Part("celebA_v1.0.tar.gz", (codalab("0xfe55077f5cd541f985ebf9ec50473293"),)),),
         ),
@@ -109,7 +130,8 @@ SOURCES: dict[str, Source] = {
         finish="cptlib.data.celeba:finish",
         manual="The official Google-Drive files often answer with a quota page. Alternatives: "
         "the Kaggle release (`kaggle datasets download jessicali9530/celeba-dataset`, then "
-        "`--source archive.zip`; needs a Kaggle account) or the WILDS bundle (1.3 GB).",
+        "`--source archive.zip --no-verify`: no digest is published for it; needs a Kaggle "
+        "account) or the WILDS bundle (1.3 GB, trusted on first use).",
     ),
     "metashift": Source(
         name="metashift",
@@ -132,10 +154,15 @@ SOURCES: dict[str, Source] = {
         releases=(
             (
                 Part("metadata_random.csv", (
-                    "https://raw.githubusercontent.com/kohpangwei/group_DRO/master/"
+                    "https://raw.githubusercontent.com/kohpangwei/group_DRO/"
+                    "cbbc1c5b06844e46b87e264326b56056d2a437d1/"
                     "dataset_metadata/multinli/metadata_random.csv",)),
                 Part("multinli_1.0.zip", (
-                    "https://cims.nyu.edu/~sbowman/multinli/multinli_1.0.zip",)),
+                    "https://cims.nyu.edu/~sbowman/multinli/multinli_1.0.zip",),
+                    sha256="049f507b9e36b1fcb756cfd5aeb3b7a0cfcb84bf023793652987f7e7e0957822",
+                    size=226850426,
+                    digest_source="TensorFlow Datasets url_checksums/multi_nli.txt; ParlAI "
+                    "parlai/tasks/multinli/build.py"),
             ),
         ),
         anchors=("metadata_random.csv",),
@@ -193,15 +220,69 @@ def manual_steps(name: str, root: Path) -> str:
 # --------------------------------------------------------------------------- reading rules
 
 
-def read_table(path: Path, columns: Sequence[str], **read_csv_kwargs: object) -> pd.DataFrame:
-    """Read a metadata csv, naming the file and the missing columns if it is not as expected."""
+def read_csv(path: Path, **read_csv_kwargs: Any) -> pd.DataFrame:
+    """``pandas.read_csv`` whose every failure (empty, binary, malformed, not UTF-8) is a
+    DataError naming the file, never a parser traceback."""
     if not path.is_file():
         raise DataError(f"missing metadata file {path}")
-    table = pd.read_csv(path, **read_csv_kwargs)
+    try:
+        return pd.read_csv(path, **read_csv_kwargs)
+    except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path} is not a readable table ({type(exc).__name__}: "
+                        f"{reason[:160]})") from None
+
+
+def read_table(path: Path, columns: Sequence[str], **read_csv_kwargs: Any) -> pd.DataFrame:
+    """Read a metadata csv, naming the file and the missing columns if it is not as expected."""
+    table = read_csv(path, **read_csv_kwargs)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {missing}; it has {list(table.columns)}")
     return table
+
+
+def _first_bad(path: Path, column: str, values: pd.Series, bad: np.ndarray, want: str) -> None:
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = values.iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value
+        raise DataError(f"{path}: column {column!r} must hold {want}; data row {i + 1} has "
+                        f"{value!r} ({int(bad.sum())} bad value(s) in all)")
+
+
+def int_column(table: pd.DataFrame, column: str, path: Path, allowed: Sequence[int]) -> np.ndarray:
+    """``table[column]`` as int64, refusing text, blanks, fractions (1.5 is not truncated to 1)
+    and values outside ``allowed``: a label the model would silently learn wrong."""
+    raw = table[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    whole = np.isfinite(values) & (values == np.round(values))
+    ok = whole & np.isin(np.where(whole, values, 0), np.asarray(allowed, dtype=float))
+    _first_bad(path, column, raw, ~ok, f"integers in {sorted(set(allowed))}")
+    return values.astype(np.int64)
+
+
+def float_column(table: pd.DataFrame, column: str, path: Path, *, blank: float | None = None
+                 ) -> np.ndarray:
+    """``table[column]`` as float64, refusing text; blanks become ``blank`` (refused if None)."""
+    raw = table[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    missing = raw.isna().to_numpy()
+    _first_bad(path, column, raw, (np.isnan(values) & ~missing) | (missing & (blank is None)),
+               "numbers" + ("" if blank is None else " or blanks"))
+    return np.where(missing, np.nan if blank is None else blank, values)
+
+
+def split_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """``table[column]`` after checking every row names a split (0/1/2 or train/val/test): a
+    blank or unknown code would silently drop the row from every split."""
+    raw = table[column]
+    if pd.api.types.is_numeric_dtype(raw):
+        return pd.Series(int_column(table, column, path, tuple(SPLIT_CODES.values())))
+    names = raw.astype(str).str.strip().str.lower()
+    _first_bad(path, column, raw, ~names.isin(list(SPLIT_CODES)).to_numpy() | raw.isna().to_numpy(),
+               f"split codes {tuple(SPLIT_CODES.values())} or names {tuple(SPLIT_CODES)}")
+    return raw
 
 
 def split_mask(codes: pd.Series, split: str) -> np.ndarray:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from cptlib.data.groups import GroupDataset
+from cptlib.data.partials import preparing
 
 # ----------------------------------------------------------------------------- drawing
 SHAPES = ("longbird", "neckbird", "square", "triangle", "ring", "cross", "crescent", "diamond")
@@ -396,21 +397,22 @@ def publish(root: Path, fill: Callable[[Path], None]) -> Path:
     ``root`` is replaced, but a non-empty folder without a marker is never deleted.
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not (root / MARKER).is_file():
-        raise FileExistsError(
-            f"{root} exists, is not empty and has no {MARKER}: refusing to overwrite it; "
-            "remove it or choose another --root"
-        )
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        fill(tmp)
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with preparing(root):  # also removes what a killed preparation of ``root`` left behind
+        if root.exists() and any(root.iterdir()) and not (root / MARKER).is_file():
+            raise FileExistsError(
+                f"{root} exists, is not empty and has no {MARKER}: refusing to overwrite it; "
+                "remove it or choose another --root"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+        try:
+            fill(tmp)
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     return root
 
 

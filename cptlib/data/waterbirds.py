@@ -13,7 +13,7 @@ from typing import Any
 
 from cptlib.data.download import require_complete
 from cptlib.data.groups import GroupDataset
-from cptlib.data.sources import make_dataset, read_table, split_mask
+from cptlib.data.sources import int_column, make_dataset, read_table, split_column, split_mask
 from cptlib.data.transforms import default_transform, load_rgb
 
 NAME = "waterbirds"
@@ -22,11 +22,12 @@ GROUP_NAMES = ("landbird/land", "landbird/water", "waterbird/land", "waterbird/w
 
 def read(root: Path, split: str, transform: Callable[[Any], Any] | None = None) -> GroupDataset:
     """Split ``split`` of the Waterbirds folder ``root`` (no completion check: prepare uses it)."""
-    meta = read_table(root / "metadata.csv", ("img_filename", "y", "place", "split"))
+    path = root / "metadata.csv"
+    meta = read_table(path, ("img_filename", "y", "place", "split"))
     return make_dataset(
         NAME, split, [str(root / f) for f in meta["img_filename"]],
-        meta["y"].to_numpy(), meta["place"].to_numpy(),
-        split_mask(meta["split"], split), split_mask(meta["split"], "train"),
+        int_column(meta, "y", path, (0, 1)), int_column(meta, "place", path, (0, 1)),
+        split_mask(codes := split_column(meta, "split", path), split), split_mask(codes, "train"),
         n_classes=2, n_attr=2, group_names=GROUP_NAMES,
         loader=load_rgb, transform=default_transform(split, transform),
     )

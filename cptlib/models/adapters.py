@@ -63,7 +63,7 @@ def save_adapter(model: nn.Module, path: str | Path, **metadata: Any) -> Path:
     ``metadata`` (e.g. ``c=[1, 1, 4, 1], seed=0``) must be JSON-serialisable and must not use
     the reserved keys ``format``, ``spec``, ``params``, ``cptlib_version``. Written atomically.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     clash = sorted(set(metadata) & set(_RESERVED))
     if clash:
@@ -80,9 +80,25 @@ def save_adapter(model: nn.Module, path: str | Path, **metadata: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
+    tmp.write_bytes(_canonical(save(tensors, metadata=header)))
     os.replace(tmp, path)
     return path
+
+
+def _canonical(blob: bytes) -> bytes:
+    """The same safetensors bytes with the header's metadata keys sorted.
+
+    safetensors keeps the metadata in a Rust HashMap whose order is random per process, so the
+    same adapter would differ byte-wise between runs; the tensor data and layout are untouched.
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    meta = header.pop("__metadata__", None)
+    tensors = sorted(header.items(), key=lambda item: item[1]["data_offsets"])
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta else {}) | dict(tensors)
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data to 8 bytes
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
 
 
 def _differences(
@@ -108,16 +124,26 @@ def read_adapter_metadata(path: str | Path) -> dict[str, Any]:
     """The metadata of an adapter file, without loading it into a model."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - SafetensorError derives from Exception only
+        raise ValueError(f"{path} is not a safetensors file ({exc})") from None
     if header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a cptlib adapter (format {header.get('format')!r})")
-    return {
-        **json.loads(header["metadata"]),
-        "spec": json.loads(header["spec"]),
-        "params": json.loads(header["params"]),
-        "cptlib_version": header["cptlib_version"],
-    }
+    try:
+        meta = {
+            **json.loads(header["metadata"]),
+            "spec": json.loads(header["spec"]),
+            "params": json.loads(header["params"]),
+            "cptlib_version": header["cptlib_version"],
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: damaged cptlib adapter header ({type(exc).__name__}: {exc})") \
+            from None
+    if not isinstance(meta["spec"], dict) or not isinstance(meta["params"], dict):
+        raise ValueError(f"{path}: damaged cptlib adapter header (spec or params not a mapping)")
+    return meta
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> dict[str, Any]:

@@ -523,3 +523,18 @@ def load_quick_backbone(
     model = create_quick_backbone(config)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def prepare_backbone(
+    root: str | Path | None = None, source: str | None = None, progress: bool = True
+) -> Path:
+    """``cpt data backbone``: the cached quick backbone, pretrained on first use; its path.
+
+    Here rather than in ``cptlib.data.prepare`` so that the data layer never imports the models.
+    ``root`` and ``source`` are refused: the file is cached by its configuration's hash.
+    """
+    if source:
+        raise ValueError("backbone is generated locally; --source applies to real datasets only")
+    if root:
+        raise ValueError("the backbone is cached by its configuration; --root does not apply")
+    return Path(ensure_quick_backbone(progress=progress))
