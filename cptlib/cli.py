@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cptlib.runs import experiments
-from cptlib.runs.spec import PROFILES, RunSpec, parse_overrides
+from cptlib.runs.spec import PROFILES, RunSpec, parse_overrides, results_root
 
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 1
@@ -67,6 +67,16 @@ def _book(args: argparse.Namespace) -> int:
         force=args.force,
     )
     print(index)
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from cptlib.runs.clean import clean  # lazy: see _data
+
+    removed = clean(results_root(args.results), dry_run=args.dry_run)
+    for path in removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+    print(f"{len(removed)} leftover(s) {'found' if args.dry_run else 'removed'}")
     return 0
 
 
@@ -127,6 +137,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
     b.add_argument("--force", action="store_true", help="re-execute every summary chapter")
     b.set_defaults(func=_book)
+
+    c = sub.add_parser("clean", help="remove what killed or failed work left behind")
+    c.add_argument("--results", default="results", help="results folder (default: results)")
+    c.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    c.set_defaults(func=_clean)
 
     bench = sub.add_parser("bench", help="per-step cost of the balancers against ERM")
     bench.add_argument("--json", help="also write the rows to this JSON file")

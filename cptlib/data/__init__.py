@@ -13,6 +13,7 @@ from typing import Any
 
 from cptlib.data.groups import GroupDataset, group_ids
 from cptlib.data.partials import remove_stale_partials
+from cptlib.paths import data_root
 
 # name -> "module:function"; the function takes (root: Path, split: str, transform) and returns
 # a GroupDataset. ``root`` is the dataset's own folder.
@@ -50,8 +51,6 @@ def load(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if root is None:
-        from cptlib.paths import data_root
-
         root = data_root() / name
     module, func = _LOADERS[name].split(":")
     return getattr(importlib.import_module(module), func)(Path(root), split, transform)

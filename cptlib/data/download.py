@@ -27,6 +27,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cptlib import __version__, _io
+from cptlib.paths import data_root
+
 MARKER = ".cpt-complete.json"
 CHUNK = 1 << 20
 USER_AGENT = "cptlib-data/0.1 (+https://github.com/; dataset preparation)"
@@ -86,20 +89,13 @@ def read_marker(root: str | Path) -> dict[str, Any]:
 def write_marker(root: str | Path, name: str, **info: Any) -> Path:
     """Write ``root/.cpt-complete.json`` atomically (temporary file, then rename)."""
     root = Path(root)
-    from cptlib import __version__
-
     record = {"name": name, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(),
               "cptlib_version": __version__, **info}
-    tmp = root / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, root / MARKER)
-    return root / MARKER
+    return _io.write_json(root / MARKER, record, sort_keys=True)
 
 
 def require_complete(root: str | Path, name: str) -> None:
     """Refuse a folder that ``cpt data`` has not finished, so a half-prepared copy is never used."""
-    from cptlib.paths import data_root
-
     root = Path(root)
     if is_complete(root):
         return

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cptlib import _io
 from cptlib.data import sources
 from cptlib.data.download import (
     MARKER,
@@ -223,9 +224,7 @@ def _remember_digests(target: Path, records: list[dict[str, Any]]) -> None:
     if not fresh:
         return
     path = trusted_digests_path(target)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({**_trusted(target), **fresh}, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    _io.write_json(path, {**_trusted(target), **fresh}, sort_keys=True)
     for filename, info in fresh.items():
         _say(f"no published digest for {filename}: recorded SHA-256 {info['sha256']} "
              f"({info['size']} bytes) in {path} (trust on first use). Compare it with a copy you "

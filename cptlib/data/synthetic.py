@@ -30,8 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cptlib import _io
+from cptlib.data.download import MARKER as DATA_MARKER
 from cptlib.data.groups import GroupDataset
 from cptlib.data.partials import preparing
+from cptlib.paths import data_root
 
 # ----------------------------------------------------------------------------- drawing
 SHAPES = ("longbird", "neckbird", "square", "triangle", "ring", "cross", "crescent", "diamond")
@@ -290,7 +293,7 @@ TRAIN_COUNTS = (3498, 184, 56, 1057)  # Waterbirds' training counts, g = 2 y + p
 N_EVAL_PER_GROUP = 300
 SMOKE = {"counts": (50, 3, 2, 15), "n_eval_per_group": 5}  # CI-sized: ~90 images, milliseconds
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
-MARKER = ".cpt-complete.json"
+MARKER = DATA_MARKER  # one name for every dataset folder's completion marker
 _FORMAT = 1
 
 
@@ -370,7 +373,7 @@ def write_marker(root: Path, dataset: str, params: Mapping[str, Any], data_files
         "metadata_sha256": hashlib.sha256((root / metadata).read_bytes()).hexdigest(),
         "data_sha256": _sha256_files(root, data_files),
     }
-    (root / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    _io.write_json(root / MARKER, marker, sort_keys=True)
     return marker
 
 
@@ -486,8 +489,6 @@ def ensure_synthetic(
     or overwritten (it may be a user's deliberate ``cpt data synthetic --seed N``).
     """
     if root is None:
-        from cptlib.paths import data_root
-
         root = data_root() / "synthetic"
     root = Path(root)
     want = _params(seed, img_size, counts, n_eval_per_group)

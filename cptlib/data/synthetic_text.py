@@ -25,6 +25,7 @@ import numpy as np
 
 from cptlib.data.groups import GroupDataset
 from cptlib.data.synthetic import (
+    MARKER,
     SPLIT_CODES,
     TRAIN_COUNTS,
     publish,
@@ -33,6 +34,7 @@ from cptlib.data.synthetic import (
     show_progress,
     write_marker,
 )
+from cptlib.paths import data_root
 
 CLASS_NAMES = ("negative", "positive")
 ATTR_NAMES = ("food", "film")  # the spurious attribute: the review's topic
@@ -164,11 +166,9 @@ def ensure_synthetic_text(
     """The task's folder (default ``data_root()/"synthetic-text"``), generated if missing; a
     completed folder with other parameters is an error, never silently reused or replaced."""
     if root is None:
-        from cptlib.paths import data_root
-
         root = data_root() / "synthetic-text"
     root = Path(root)
-    if not (root / ".cpt-complete.json").is_file():
+    if not (root / MARKER).is_file():
         return generate(root, seed, counts, n_eval_per_group, progress)
     have = read_marker(root, "synthetic-text", METADATA, _COMMAND)["params"]
     want = _params(seed, counts, n_eval_per_group)
