@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cptlib import records
+from cptlib.analysis import load_runs
 
 GROUPS = ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"]
 TRAIN_COUNTS = [3498, 184, 56, 1057]
@@ -191,6 +193,15 @@ def write_fake_trainable(results: Path, profile: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(FAKE_TRAINABLE))
     return path
+
+
+def fake_runs(results: Path, experiment: str = "synthetic") -> pd.DataFrame:
+    """A profile's worth of fake records (with bench files) written under ``results`` and
+    loaded as a chapter loads them; ``attrs["results"]`` keeps the folder."""
+    write_fake_results(results, "smoke", bench=True)
+    runs = load_runs(results, "smoke", experiment)
+    runs.attrs["results"] = results
+    return runs
 
 
 def write_fake_bench(folder: Path) -> list[Path]:

@@ -21,19 +21,17 @@ from cptlib.analysis import bench as bench_stats
 from cptlib.analysis import dynamics, efficiency, groups, labels, text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_records import FAKE_TRAINABLE, GROUPS, write_fake_bench, write_fake_results  # noqa: E402
+from fake_records import FAKE_TRAINABLE, GROUPS, fake_runs, write_fake_bench  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("results")
-    write_fake_results(folder, "smoke", bench=True)
-    return folder
+def runs(tmp_path_factory) -> pd.DataFrame:
+    return fake_runs(tmp_path_factory.mktemp("results"))
 
 
 @pytest.fixture(scope="module")
-def runs(results) -> pd.DataFrame:
-    return analysis.load_runs(results, "smoke", "synthetic")
+def results(runs) -> Path:
+    return runs.attrs["results"]
 
 
 @pytest.fixture(scope="module")

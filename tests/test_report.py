@@ -26,19 +26,12 @@ from cptlib.report import style  # noqa: E402
 from cptlib.report.controllability import _overlap  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_records import write_fake_results  # noqa: E402
+from fake_records import fake_runs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("results")
-    write_fake_results(folder, "smoke", bench=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def runs(results) -> pd.DataFrame:
-    return analysis.load_runs(results, "smoke", "synthetic")
+def runs(tmp_path_factory) -> pd.DataFrame:
+    return fake_runs(tmp_path_factory.mktemp("results"))
 
 
 def check_figure(fig) -> None:
@@ -88,9 +81,9 @@ def test_bars_use_the_book_palette(runs):
         assert to_hex(handle.get_facecolor()) == style.colour(text.get_text())
 
 
-def test_summary_figures_have_titles_labels_and_legends(runs, results):
+def test_summary_figures_have_titles_labels_and_legends(runs):
     hist, diag = analysis.history_frame(runs), analysis.diagnostics_frame(runs)
-    bench, _ = analysis.bench_section(results / "bench")
+    bench, _ = analysis.bench_section(runs.attrs["results"] / "bench")
     for fig in (report.c_sweep_figure(runs), report.tradeoff_figure(runs),
                 report.dynamics_figure(hist, "acc"), report.dynamics_figure(hist, "loss"),
                 report.conflict_figure(diag), report.modes_figure(diag),
@@ -108,8 +101,8 @@ def test_tradeoff_labels_do_not_overlap(runs):
         assert _overlap(a, [b]) == 0, "two c labels overlap"
 
 
-def test_bench_figure_draws_no_empty_panel(results):
-    bench, _ = analysis.bench_section(results / "bench")
+def test_bench_figure_draws_no_empty_panel(runs):
+    bench, _ = analysis.bench_section(runs.attrs["results"] / "bench")
     assert "none" in set(bench["model"])  # the LP timed alone is in the rows
     fig = report.bench_figure(bench)
     assert [ax.get_title() for ax in fig.axes if ax.has_data()] == ["embedded ViT"]

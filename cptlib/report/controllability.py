@@ -97,18 +97,21 @@ def _overlap(box: Bbox, others: list[Bbox]) -> float:
     return total
 
 
-def place_labels(ax: Axes, points: list[tuple[float, float, str]], *, fontsize: float = 7,
+def place_labels(ax: Axes, points: list[tuple[float, float, str]],
+                 avoid: list[tuple[float, float]] = (), *, fontsize: float = 7,
                  marker_px: float = 9.0) -> list:
     """Annotate data points so that no two labels overlap and no label covers a point.
 
     Greedy: each label takes the first offset (nearest first, then farther out, with a leader
-    line) whose box is clear of the labels already placed and of every point; when none is
+    line) whose box is clear of the labels already placed, of every labelled point and of the
+    unlabelled points in ``avoid``; when none is
     clear, the one with the least overlap. The figure's layout is fixed first, so the boxes are
     measured where they will be drawn; labels do not take part in the layout afterwards.
     """
     measure = renderer(ax.figure)
     marks = [Bbox.from_bounds(x - marker_px / 2, y - marker_px / 2, marker_px, marker_px)
-             for x, y in (ax.transData.transform((px, py)) for px, py, _ in points)]
+             for x, y in (ax.transData.transform(xy)
+                          for xy in [*((px, py) for px, py, _ in points), *avoid])]
     placed, texts = [], []
     for px, py, text in sorted(points, key=lambda p: (p[0], p[1])):
         best = None
@@ -154,9 +157,10 @@ def tradeoff_figure(runs: pd.DataFrame, checkpoint: str = "test") -> Figure | No
     ax.set_xlabel("test average accuracy (%), training-weighted")
     ax.set_ylabel("test worst-group accuracy (%)")
     ax.margins(0.12)
-    move_legend(fig, [ax], "")
-    caption(fig, f"Worst-group against average test accuracy, every run\n"
-                 f"({CHECKPOINTS[checkpoint]}; labels: the control vector c)")
-    labelled = data[~data["uniform_c"]]
-    place_labels(ax, [(r["avg"], r["wga"], f"({r['c_label']})") for _, r in labelled.iterrows()])
+    move_legend(fig, [ax], "", below=True)  # on the right, it would run into the title
+    caption(fig, f"Worst-group against average accuracy, every run\n"
+                 f"(test, {CHECKPOINTS[checkpoint]}; labels: c)")
+    labelled, others = data[~data["uniform_c"]], data[data["uniform_c"]]
+    place_labels(ax, [(r["avg"], r["wga"], f"({r['c_label']})") for _, r in labelled.iterrows()],
+                 avoid=list(zip(others["avg"], others["wga"], strict=True)))
     return fig
