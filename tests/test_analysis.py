@@ -21,7 +21,13 @@ from cptlib.analysis import bench as bench_stats
 from cptlib.analysis import dynamics, efficiency, groups, labels, text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_records import FAKE_TRAINABLE, GROUPS, fake_runs, write_fake_bench  # noqa: E402
+from fake_records import (  # noqa: E402
+    FAKE_TRAINABLE,
+    GROUPS,
+    fake_runs,
+    write_fake_bench,
+    write_fake_results,
+)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +227,18 @@ def test_efficiency_tables_have_no_nan_and_explain_their_dashes(results, every_r
     assert "balancer-only" in explained and "no ERM step" in explained
     assert analysis.bench_table_text(rows[rows["method"] != "balancer-only"]) is None
     assert set(bench_stats.figure_rows(rows)["model"]) == {"quick"}  # no "none" panel
+
+
+def test_adapter_table_skips_runs_without_an_adapter(tmp_path):
+    write_fake_results(tmp_path, "smoke", text=False)
+    toy = {"experiment": "toy", "profile": "smoke", "run_id": "toy000000000",
+           "params": {"steps": 10, "cs": [[1, 1]]}, "metrics": {"final": []}}
+    records.write_record(toy, tmp_path / "smoke" / "toy" / "toy000000000.json")
+    every = analysis.load_runs(tmp_path, "smoke")
+    assert "toy" in set(every["experiment"])
+    assert list(analysis.adapter_table(every).index) == ["synthetic (smoke)"]
+    only_toy = every[every["experiment"] == "toy"]
+    assert "trained an adapter" in str(analysis.adapter_table(only_toy))
 
 
 def test_trainable_counts_come_from_the_book_file_or_say_how_to_make_it(tmp_path, results):

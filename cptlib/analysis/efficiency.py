@@ -18,7 +18,7 @@ from cptlib import records
 from cptlib.analysis.bench import bench_ratio
 from cptlib.analysis.frames import read_run, results_path
 from cptlib.analysis.labels import c_text, model_title, ordered
-from cptlib.analysis.text import DASH, Note, nothing, pct
+from cptlib.analysis.text import DASH, Note, missing, nothing, pct
 
 TRAINABLE_FILE = "trainable_params.json"
 TRAINABLE_COLUMNS = ("model", "method", "trainable", "backbone_params", "percent")
@@ -54,7 +54,7 @@ def trainable_table(counts: pd.DataFrame, profile: str) -> pd.DataFrame | Note:
         "adaptation": counts["method"].tolist(),
         "trainable": [f"{int(v):,}" for v in counts["trainable"]],
         "backbone (M)": [pct(v / 1e6) for v in counts["backbone_params"]],
-        "trainable / backbone (%)": [DASH if math.isnan(float(v)) else f"{float(v):.3g}"
+        "trainable / backbone (%)": [DASH if missing(v) else f"{float(v):.3g}"
                                      for v in counts["percent"]],
     }, index=[model_title(m) for m in counts["model"]])
 
@@ -97,7 +97,9 @@ def adapter_table(*frames: pd.DataFrame) -> pd.DataFrame | Note:
     runs = _all_runs(frames)
     if runs.empty:
         return nothing("runs")
-    rows = adapter_rows(runs)
+    rows = adapter_rows(runs).dropna(subset=["trainable_params", "adapter_bytes"], how="all")
+    if rows.empty:  # e.g. only the toy, which trains no adapter
+        return nothing("runs that trained an adapter")
     out, index = [], []
     for (profile, experiment, model), sub in rows.groupby(["profile", "experiment", "model"]):
         params = sorted({int(v) for v in sub["trainable_params"].dropna()})

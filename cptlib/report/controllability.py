@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Sequence
 
 import pandas as pd
 import seaborn as sns
@@ -98,7 +99,7 @@ def _overlap(box: Bbox, others: list[Bbox]) -> float:
 
 
 def place_labels(ax: Axes, points: list[tuple[float, float, str]],
-                 avoid: list[tuple[float, float]] = (), *, fontsize: float = 7,
+                 avoid: Sequence[tuple[float, float]] = (), *, fontsize: float = 7,
                  marker_px: float = 9.0) -> list:
     """Annotate data points so that no two labels overlap and no label covers a point.
 
