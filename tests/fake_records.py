@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cptlib import records
+from cptlib.analysis import load_runs
 
 GROUPS = ["landbird/land", "landbird/water", "waterbird/land", "waterbird/water"]
 TRAIN_COUNTS = [3498, 184, 56, 1057]
@@ -34,6 +36,7 @@ MAIN = [
     ("erm", 0.0, None), ("erm", 1.0, None), ("groupdro", 1.0, None),
     ("scalarized", 1.0, [1, 1, 1, 1]), ("mgda", 1.0, None), ("cpt", 1.0, [1, 1, 1, 1]),
 ]
+EVAL_N = 100  # validation and test samples per group
 SWEEP_CS = [[4, 1, 1, 1], [1, 4, 1, 1], [1, 1, 4, 1], [1, 1, 1, 4]]
 
 
@@ -55,7 +58,9 @@ def _final_acc(method: str, alpha: float, c: list[float] | None, rng) -> np.ndar
     return np.clip(acc + rng.normal(0, 0.015, 4), 0.0, 1.0)
 
 
-def _metrics(acc: np.ndarray, train_counts: list[int], rng, n_eval: int = 100) -> dict[str, Any]:
+def _metrics(
+    acc: np.ndarray, train_counts: list[int], rng, n_eval: int = EVAL_N
+) -> dict[str, Any]:
     """A metrics dict M as ``cptlib.metrics.evaluate_logits`` returns it."""
     acc = np.round(acc * n_eval) / n_eval  # what n_eval samples per group can give
     loss = -np.log(np.clip(acc, 0.05, 0.999)) + rng.uniform(0.0, 0.05, len(acc))
@@ -89,12 +94,13 @@ def fake_record(
     experiment: str, profile: str, method: str, alpha: float, c: list[float] | None, seed: int,
     *, dataset: str = "synthetic", group_names: list[str] = GROUPS,
     train_counts: list[int] = TRAIN_COUNTS, model: str = "quick", steps: int = 40,
-    eval_every: int = 10,
+    eval_every: int = 10, model_options: dict[str, Any] | None = None, trainable: int = 2114,
 ) -> tuple[dict[str, Any], Path]:
     """One record (and its relative path ``profile/experiment/<run_id>.json``)."""
     params: dict[str, Any] = {
         "experiment": experiment, "dataset": dataset, "data_root": None, "data_size": "smoke",
-        "data_seed": 0, "model": model, "model_options": {"prompt_tokens": 2},
+        "data_seed": 0, "model": model,
+        "model_options": {"prompt_tokens": 2} if model_options is None else model_options,
         "class_names": None, "img_size": 32,
         **TRAIN_DEFAULTS,
         "method": method, "alpha": alpha, "c": c, "seed": seed, "steps": steps,
@@ -114,19 +120,24 @@ def fake_record(
     best = max(history, key=lambda h: h["val"]["worst_group_acc"])
     path = records.record_path(Path("."), profile, experiment, params)
     record = {
+        "schema": "cptlib-run/1",
         "experiment": experiment, "profile": profile, "run_id": path.stem, "params": params,
         "metrics": {"val": best["val"], "test": best["test"], "last_val": history[-1]["val"],
                     "last_test": history[-1]["test"], "selected_step": best["step"]},
         "history": history,
         "group_names": group_names,
         "train_group_counts": train_counts,
-        "trainable_params": 2114,
+        "split_group_counts": {"train": train_counts, "val": [EVAL_N] * len(train_counts),
+                               "test": [EVAL_N] * len(train_counts)},
+        "trainable_params": trainable,
         "adapter": f"{path.stem}.safetensors",
         "adapter_bytes": 9_000 + int(rng.integers(0, 100)),
         "wall_time_s": 12.0 + float(rng.uniform(0, 2)),
         "train_time_s": (10.0 if method in ("erm", "groupdro") else 13.0) + rng.uniform(0, 1),
+        "resolved": {"steps": steps, "warmup_steps": 0, "eval_every": eval_every,
+                     "grad_way": "split"},
         "code_version": "fake00000000",
-        "provenance": {"fake": True},
+        "provenance": {"fake": True, "hardware": {"cpu_count": 2, "torch_threads": 1}},
         "notebook": None,
     }
     return record, path
@@ -149,10 +160,11 @@ def write_fake_results(
         runs += [("text", "cpt", 1.0, [1, 1, 1, 1], s) for s in seeds]
     written = []
     for experiment, method, alpha, c, seed in runs:
-        dataset = "synthetic-text" if experiment == "text" else "synthetic"
-        names = TEXT_GROUPS if experiment == "text" else GROUPS
-        record, rel = fake_record(experiment, profile, method, alpha, c, seed, dataset=dataset,
-                                  group_names=names)
+        # The text runs train MiniLM with 8 prompt tokens: 8 × 384 + 770 = 3,842 parameters.
+        text_run = {"dataset": "synthetic-text", "group_names": TEXT_GROUPS, "model": "minilm",
+                    "model_options": {"prompt_tokens": 8}, "trainable": 3842}
+        record, rel = fake_record(experiment, profile, method, alpha, c, seed,
+                                  **(text_run if experiment == "text" else {}))
         written.append(records.write_record(record, results / rel))
     if paper:
         for method, alpha, c in (("erm", 0.0, None), ("cpt", 2.0, [1, 1, 1, 1])):
@@ -161,7 +173,35 @@ def write_fake_results(
             written.append(records.write_record(record, results / rel))
     if bench:
         written += write_fake_bench(results / "bench")
+    written.append(write_fake_trainable(results, profile))
     return written
+
+
+#: Rows of ``trainable_params.json`` as ``cpt book`` writes them (``trainable_table()``):
+#: MiniLM at its default 20 prompt tokens (20 × 384 + the 2-class head's 770 = 8,450).
+FAKE_TRAINABLE = [
+    {"model": "quick", "method": "VPT-deep", "trainable": 2114, "backbone_params": 215_000,
+     "percent": 0.98},
+    {"model": "minilm", "method": "prompt tuning", "trainable": 8450,
+     "backbone_params": 22_713_216, "percent": 0.0372},
+]
+
+
+def write_fake_trainable(results: Path, profile: str) -> Path:
+    """``<results>/<profile>/trainable_params.json`` (the parameter counts of the models)."""
+    path = results / profile / "trainable_params.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(FAKE_TRAINABLE))
+    return path
+
+
+def fake_runs(results: Path, experiment: str = "synthetic") -> pd.DataFrame:
+    """A profile's worth of fake records (with bench files) written under ``results`` and
+    loaded as a chapter loads them; ``attrs["results"]`` keeps the folder."""
+    write_fake_results(results, "smoke", bench=True)
+    runs = load_runs(results, "smoke", experiment)
+    runs.attrs["results"] = results
+    return runs
 
 
 def write_fake_bench(folder: Path) -> list[Path]:
@@ -170,12 +210,16 @@ def write_fake_bench(folder: Path) -> list[Path]:
     out = []
     for name, device in (("cpu.json", "fake CPU, 2 threads"), ("gpu-h200.json", "fake GPU")):
         rows = [
-            {"model": "quick", "method": m, "groups": k, "median_s": 0.09 * r,
+            {"model": "quick", "method": m, "groups": k, "batch": 64, "median_s": 0.09 * r,
              "ratio_to_erm": r, "peak_mem_mb": 300.0 * r}
             for k in (4, 8)
             for m, r in (("erm", 1.0), ("groupdro", 1.01), ("cpt-split", 1.1 + k / 100),
-                         ("cpt-naive", 2.5 + k / 10), ("balancer-only", 0.02))
+                         ("cpt-naive", 2.5 + k / 10))
         ]
+        # As cpt bench writes the LP timed alone: no model, no batch, no ratio, no memory.
+        rows += [{"model": "none", "method": "balancer-only", "groups": k, "batch": None,
+                  "median_s": 0.0012, "ratio_to_erm": None, "peak_mem_mb": None}
+                 for k in (4, 8)]
         path = folder / name
         path.write_text(json.dumps({"machine": {"device": device}, "rows": rows}))
         out.append(path)

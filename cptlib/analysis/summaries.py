@@ -1,0 +1,127 @@
+"""The main results: mean ± SE over seeds per run setting, and the sentences comparing them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from cptlib import records
+from cptlib.analysis.frames import column
+from cptlib.analysis.labels import METRIC_TITLES, ordered
+from cptlib.analysis.text import DASH, Note, missing, no_runs_text, nothing, seeds_text
+
+
+def status_text(runs: pd.DataFrame, profile: str, experiment: str) -> Note:
+    """Which records a chapter reads: how many runs, which settings, how many seeds each."""
+    if runs.empty:
+        return no_runs_text(f"experiment `{experiment}`", profile,
+                            [f"cpt sweep --profile {profile} --only {experiment}"])
+    counts = runs.groupby("label").size()
+    parts = ", ".join(f"{label} ({seeds_text(int(counts[label]))})"
+                      for label in ordered(counts.index))
+    return Note(
+        f"This page reads **{len(runs)} run record{'s' if len(runs) != 1 else ''}** of "
+        f"experiment `{experiment}` at profile "
+        f"`{profile}`: {parts}. Runs are grouped by method, sampling exponent α and control "
+        "vector c; tables show the mean ± standard error over seeds."
+    )
+
+
+def validation_of(checkpoint: str) -> str:
+    """The validation metrics of the same checkpoint (``val`` for ``test``, ``last_val`` …)."""
+    return {"test": "val", "last_test": "last_val"}.get(checkpoint, "val")
+
+
+def method_summary(runs: pd.DataFrame, checkpoint: str = "test") -> pd.DataFrame:
+    """Mean and SE over seeds of the main metrics per label (runs with a uniform c only)."""
+    main = runs[runs["uniform_c"]] if not runs.empty else runs
+    if main.empty:
+        return pd.DataFrame()
+    metrics = [f"{checkpoint}.{m}" for m in METRIC_TITLES if f"{checkpoint}.{m}" in main]
+    metrics += [f"{validation_of(checkpoint)}.worst_group_acc", "trainable_params"]
+    agg = records.aggregate(main, ["label"], metrics).set_index("label")
+    return agg.loc[ordered(agg.index)]
+
+
+def mean_se_texts(agg: pd.DataFrame, col: str) -> list[str]:
+    """``"81.3 ± 1.2"`` per row of an ``aggregate`` table (fractions shown as %), kept on one
+    line in HTML tables."""
+    return [records.format_mean_se(m, se).replace(" ± ", "\u00a0±\u00a0")
+            for m, se in zip(agg[col], agg[f"{col}_se"], strict=True)]
+
+
+def _uses_auroc(runs: pd.DataFrame) -> bool:
+    return bool((column(runs, "selection") == "auroc").any())
+
+
+def main_table(runs: pd.DataFrame, checkpoint: str = "test") -> pd.DataFrame | Note:
+    """The main results: per method, test worst-group, average (train-weighted) and mean
+    accuracy, validation worst-group accuracy (same checkpoint) and trainable parameters, as
+    mean ± SE (%) over seeds."""
+    agg = method_summary(runs, checkpoint)
+    if agg.empty:
+        return nothing("runs with a uniform control vector")
+    val = validation_of(checkpoint)
+    test = "test (%)" if checkpoint == "test" else "test, last step (%)"
+    shown = ["worst_group_acc", "avg_acc", "mean_acc"] + (["auroc"] if _uses_auroc(runs) else [])
+    columns = {("", "seeds"): agg["n"].astype(int).tolist()}
+    for m in shown:
+        columns[(test, METRIC_TITLES[m])] = mean_se_texts(agg, f"{checkpoint}.{m}")
+    columns[(test.replace("test", "validation"), METRIC_TITLES["worst_group_acc"])] = (
+        mean_se_texts(agg, f"{val}.worst_group_acc"))
+    columns[("", "trainable")] = [
+        DASH if missing(v) else f"{v:,.0f}" for v in agg["trainable_params"]]
+    return pd.DataFrame(columns, index=list(agg.index))
+
+
+def difference_text(a: pd.Series, b: pd.Series, col: str) -> str:
+    """``+3.1 ± 1.0 points (beyond 2 SE)`` and the like."""
+    d = 100 * (a[col] - b[col])
+    se = 100 * math.hypot(a[f"{col}_se"], b[f"{col}_se"])
+    if not math.isfinite(se):
+        return f"{d:+.1f} points (a single seed: no SE)"
+    return f"{d:+.1f} ± {se:.1f} points ({'beyond' if abs(d) > 2 * se else 'within'} 2 SE)"
+
+
+def comparison_text(
+    runs: pd.DataFrame,
+    focus: str | None = None,
+    against: Sequence[str] | None = None,
+    checkpoint: str = "test",
+) -> Note:
+    """Computed sentences: the focus method's mean test worst-group and average accuracy, the
+    difference to each other method, and whether it exceeds two standard errors.
+
+    ``focus`` defaults to CPT with c = 1 (at whatever α the runs used); ``against`` to every
+    other setting present. Settings named in ``against`` without runs are listed as missing.
+    """
+    agg = method_summary(runs, checkpoint)
+    if focus is None:
+        focus = next((x for x in agg.index if x.startswith("CPT(c=1)")), "CPT(c=1)")
+    if agg.empty or focus not in agg.index:
+        return Note(f"*No {focus} runs in these records, so there is nothing to compare.*")
+    expected = against is not None
+    against = list(against) if expected else [x for x in agg.index if x != focus]
+    wga, avg = f"{checkpoint}.worst_group_acc", f"{checkpoint}.avg_acc"
+
+    def both(r: pd.Series) -> str:
+        return (f"worst-group {records.format_mean_se(r[wga], r[wga + '_se'])} %, "
+                f"average {records.format_mean_se(r[avg], r[avg + '_se'])} %")
+
+    f = agg.loc[focus]
+    lines = [f"- **{focus}** ({seeds_text(int(f['n']))}): mean test {both(f)}."]
+    for other in (o for o in against if o in agg.index):
+        o = agg.loc[other]
+        lines.append(
+            f"- **{other}** ({seeds_text(int(o['n']))}): {both(o)}. {focus} minus {other}: "
+            f"worst-group {difference_text(f, o, wga)}, average {difference_text(f, o, avg)}."
+        )
+    best = agg.index[agg[wga] == agg[wga].max()].tolist()
+    lines.append(f"- Highest mean test worst-group accuracy: **{' and '.join(best)}** "
+                 f"({100 * agg[wga].max():.1f} %).")
+    missing_runs = [m for m in against if m not in agg.index]
+    if expected and missing_runs:
+        lines.append(f"- No runs yet of: {', '.join(missing_runs)}.")
+    return Note("\n".join(lines))
