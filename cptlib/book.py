@@ -20,10 +20,9 @@ import nbformat
 from cptlib import _io, records
 from cptlib._env import provenance
 from cptlib.models import trainable_table
-from cptlib.paths import project_root
+from cptlib.paths import project_root, results_root
 from cptlib.runs import experiments
 from cptlib.runs.profiles import pages
-from cptlib.runs.spec import results_root
 from cptlib.runs.sweep import sweep
 
 # Summary chapters: page name in book/runs/ → (notebook in notebooks/, extra parameters).

@@ -17,6 +17,12 @@ def data_root() -> Path:
     return Path(env).expanduser() if env else cache_dir() / "data"
 
 
+def results_root(value: str | Path = "results") -> Path:
+    """A results folder: relative ones are relative to the project, wherever a kernel runs."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
 def project_root() -> Path:
     """The repository checkout that holds ``notebooks/`` and ``book/`` (``$CPT_PROJECT`` or cwd).
 

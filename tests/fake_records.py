@@ -1,4 +1,4 @@
-"""Fake run records in the exact layout of ``cptlib.experiment.run``, for testing the book.
+"""Fake run records in the layout of ``cptlib.runs.worker.run_training``, for testing the book.
 
 The numbers are made up (seeded, deterministic) so that every figure and table has something
 to draw: they must never be shown as results. Records go to a temporary results folder, never

@@ -23,7 +23,7 @@ from cptlib.analysis.labels import (
     method_family,
     run_label,
 )
-from cptlib.paths import project_root
+from cptlib.paths import results_root
 
 
 def column(df: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
@@ -45,9 +45,8 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def results_path(value: Path | str) -> Path:
-    """A results folder resolved as ``cptlib.experiment.results_dir`` does (relative to the
-    project; absolute paths unchanged), without importing torch into every summary chapter."""
-    return project_root() / Path(value)
+    """A results folder, resolved as the runs resolve theirs (``paths.results_root``)."""
+    return results_root(value)
 
 
 def load_runs(results_dir: Path | str, profile: str, experiment: str | None = None) -> pd.DataFrame:

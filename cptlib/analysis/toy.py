@@ -31,10 +31,6 @@ def toy_losses(df: pd.DataFrame) -> list[str]:
 def toy_endpoint_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per method and c: end-point losses, each loss's share of their sum, the share CPT aims
     at ((1/c_k) / Σ 1/c_j) and μ, the non-uniformity of the c-weighted losses (0 on the ray)."""
-    # Lazy: cptlib.balancers imports torch, which only the toy chapter (a training notebook)
-    # has loaded anyway; the rest of this package stays importable without it.
-    from cptlib.balancers import non_uniformity
-
     toy = toy_frame(df)
     losses = toy_losses(toy)
     rows = []
@@ -43,7 +39,7 @@ def toy_endpoint_table(df: pd.DataFrame) -> pd.DataFrame:
         cv = c_values(c)
         if len(cv) != len(losses):
             raise ValueError(f"c = ({c}) has {len(cv)} entries for {len(losses)} losses")
-        mu, _ = non_uniformity(end, cv / cv.sum())
+        mu = float(run.sort_values("step")["mu"].iloc[-1])  # toy.run's own μ of that step
         target = (1 / cv) / (1 / cv).sum()
         for k, name in enumerate(losses):
             rows.append({"method": method, "c": f"({c})", "loss": name.replace("_", ""),

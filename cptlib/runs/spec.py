@@ -21,7 +21,7 @@ import yaml
 
 from cptlib import records
 from cptlib.config import METHODS, TrainConfig, check_c, check_choice, check_int, check_number
-from cptlib.paths import project_root
+from cptlib.paths import project_root, results_root
 from cptlib.runs import experiments as registry
 from cptlib.runs.experiments import DATASET_GROUPS, Experiment
 
@@ -103,12 +103,6 @@ def load_profiles(path: Path | None = None) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path} lacks profile(s) {missing}")
     return data
-
-
-def results_root(value: str | Path = "results") -> Path:
-    """Relative results folders are relative to the project, wherever a kernel runs."""
-    path = Path(value)
-    return path if path.is_absolute() else project_root() / path
 
 
 def profile_values(profile: str, experiment: str,
