@@ -76,6 +76,15 @@ class CoOpCLIP(CPTModel):
             self.method = "coop+vpt" if self.visual_prompt is not None else "coop"
         self.train()  # the nn.Module default, with the frozen part in eval mode
 
+    def shared_params(self) -> list[nn.Parameter]:
+        """The parameters every sample uses through the per-class text features (the context).
+
+        Why: their per-group gradients do not come per sample (the text tower runs once per
+        class, not per image); ``cptlib.grads`` way "expand" gets them from K batched
+        vector-Jacobian products of the logits, one backward through the text tower.
+        """
+        return [self.ctx] if self.ctx.requires_grad else []
+
     def _init_context(self, tokenizer: Any, text: str) -> None:
         """Set the LAST context vectors to the token embeddings of the hand-written ``text``."""
         ids = tokenizer.encode(text)
