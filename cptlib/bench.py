@@ -75,6 +75,10 @@ TINY_TEXT_OPTIONS: dict[str, Any] = {
     "bert_cfg": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                  "intermediate_size": 64},
 }
+# LoRA (r = 8 on qkv) on a timm ViT of the quick backbone's shape: 64 tokens of width 96, 4 blocks.
+LORA_QUICK = "lora:vit_tiny_patch16_224"
+LORA_QUICK_OPTIONS: dict[str, Any] = {"img_size": 32, "patch_size": 4, "embed_dim": 96,
+                                      "depth": 4, "num_heads": 3}
 WORDS = ("the a bird sat on lake small grass and trees water everywhere land forest sea sky "
          "over near flew with its wings green blue quiet river stone").split()
 
@@ -154,7 +158,8 @@ def default_plan(quick: bool = False) -> Plan:
 
     The quick VPT model at batch 64; CoOp on the notebooks' small CLIP at batch 64 (32 px, 4
     context tokens, 2 classes); prompt tuning of a MiniLM-shaped BERT at the quick profile's
-    text shapes (8 prompts, batch 32, 16-word inputs). ViT-B/16 runs at 224 px with a batch of
+    text shapes (8 prompts, batch 32, 16-word inputs); LoRA on a ViT of the quick backbone's
+    shape at batch 64. ViT-B/16 runs at 224 px with a batch of
     4, K = 4 and 3 timed rounds only: one ERM step of it takes seconds on a 2-core CPU. One
     warm-up round suffices: it is the (untimed) memory round, so no timed step is a first call.
     ``quick`` (a smoke run for tests, numbers not meant to be quoted) halves the batches and
@@ -179,6 +184,8 @@ def default_plan(quick: bool = False) -> Plan:
             StepSuite(TINY_CLIP, 64, 32, (4, 16), repeats=10, warmup=1,
                       options=TINY_CLIP_OPTIONS),
             StepSuite("minilm", 32, 0, (4, 16), repeats=5, warmup=1, options=TEXT_OPTIONS),
+            StepSuite(LORA_QUICK, 64, 32, (4, 16), repeats=10, warmup=1,
+                      options=LORA_QUICK_OPTIONS),
             StepSuite(VIT_B16, 4, 224, (4,), repeats=3, warmup=1, options={"prompt_tokens": 10}),
         ),
         balancer=BalancerSuite((2, 4, 8, 16, 32, 64), repeats=20),

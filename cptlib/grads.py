@@ -328,10 +328,16 @@ def _shared_rows(logits: Tensor, d_logits: Tensor, shared: list[Tensor], onehot_
                  ) -> tuple[Tensor, ...]:
     """Per-group gradients (K, *p.shape) of parameters every sample uses (CoOp's context):
     K vector-Jacobian products of the logits, each with the logit gradients of one group's
-    samples only, batched through one backward pass (``is_grads_batched``)."""
-    masked = onehot_t[:, :, None] * d_logits[None]  # (K, B, C)
-    return torch.autograd.grad(logits, shared, grad_outputs=masked.to(logits.dtype),
-                               is_grads_batched=True, allow_unused=False)
+    samples only, batched through one backward pass (``is_grads_batched``). Where an operator
+    of the backward pass has no batching rule, the K products run one after the other."""
+    masked = (onehot_t[:, :, None] * d_logits[None]).to(logits.dtype)  # (K, B, C)
+    try:
+        return torch.autograd.grad(logits, shared, grad_outputs=masked, is_grads_batched=True,
+                                   retain_graph=True)
+    except RuntimeError:
+        rows = [torch.autograd.grad(logits, shared, grad_outputs=m, retain_graph=True)
+                for m in masked]
+        return tuple(torch.stack(per_param) for per_param in zip(*rows, strict=True))
 
 
 def _naive(model: nn.Module, x: Any, y: Tensor, g: Tensor, n_groups: int,

@@ -363,3 +363,24 @@ def test_expand_refuses_a_linear_layer_not_run_per_sample():
     x, y, g = family_batch("coop", n=5)
     with pytest.raises(RuntimeError, match="one row per sample"):
         per_group_grads(model, x, y, g, K, way="expand")
+
+
+def test_coop_shared_gradients_fall_back_to_one_product_per_group(monkeypatch):
+    """Where the batched backward pass is refused (an operator without a batching rule), the
+    K vector-Jacobian products run one by one, with the same result."""
+    model = family_model("coop")
+    x, y, g = family_batch("coop", seed=5, absent=2)
+    batched = per_group_grads(model, x, y, g, K, way="expand")
+    grad = torch.autograd.grad
+    calls = []
+
+    def refuse_batched(*args, **kwargs):
+        calls.append(kwargs.get("is_grads_batched", False))
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", refuse_batched)
+    one_by_one = per_group_grads(model, x, y, g, K, way="expand")
+    assert True in calls and calls.count(False) == 1 + K  # the main pass, then K products
+    torch.testing.assert_close(one_by_one.grads, batched.grads, rtol=1e-9, atol=1e-12)
