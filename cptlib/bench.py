@@ -55,6 +55,32 @@ VIT_B16 = "vit_base_patch16_224"
 # A ViT-B/16-shaped stand-in small enough for smoke runs and tests (same VPT code path).
 TINY_VIT = "vit_tiny_patch16_224"
 TINY_VIT_OPTIONS: dict[str, Any] = {"img_size": 32, "patch_size": 8, "depth": 2, "prompt_tokens": 2}
+CLASS_NAMES = ("landbird", "waterbird")
+# The paper profile's CoOp model (Waterbirds, 16 context tokens) and the notebooks' smoke CLIP.
+CLIP_L14 = "clip:ViT-L-14"
+CLIP_L14_OPTIONS: dict[str, Any] = {"class_names": list(CLASS_NAMES), "n_ctx": 16}
+TINY_CLIP = "clip:ViT-B-32"
+TINY_CLIP_OPTIONS: dict[str, Any] = {
+    "class_names": list(CLASS_NAMES), "n_ctx": 4,
+    "clip_cfg": {"embed_dim": 32,
+                 "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8,
+                                "head_width": 32},
+                 "text_cfg": {"width": 32, "heads": 2, "layers": 2}},
+}
+# The quick profile's text model (MiniLM-L6 shape, random weights) and a tiny BERT for smoke runs.
+TEXT_OPTIONS: dict[str, Any] = {"prompt_tokens": 8}
+TINY_TEXT = "bert-base-uncased"
+TINY_TEXT_OPTIONS: dict[str, Any] = {
+    "prompt_tokens": 2,
+    "bert_cfg": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                 "intermediate_size": 64},
+}
+# LoRA (r = 8 on qkv) on a timm ViT of the quick backbone's shape: 64 tokens of width 96, 4 blocks.
+LORA_QUICK = "lora:vit_tiny_patch16_224"
+LORA_QUICK_OPTIONS: dict[str, Any] = {"img_size": 32, "patch_size": 4, "embed_dim": 96,
+                                      "depth": 4, "num_heads": 3}
+WORDS = ("the a bird sat on lake small grass and trees water everywhere land forest sea sky "
+         "over near flew with its wings green blue quiet river stone").split()
 
 Case = Callable[[], None]
 
@@ -77,12 +103,13 @@ class StepSuite:
     options: Mapping[str, Any] = field(default_factory=dict)  # extra build_model options
     methods: tuple[str, ...] = METHODS
     num_classes: int = 2
+    words: int = 16  # text models: words per input string (img_size is unused)
 
     def validate(self) -> None:
         """Fail before any model is built, naming the bad setting."""
         _check_schedule(self.repeats, self.warmup)
-        if self.batch < 1 or self.img_size < 1:
-            raise ValueError(f"{self.model}: batch and img_size must be >= 1")
+        if self.batch < 1 or self.img_size < 0 or self.words < 1:
+            raise ValueError(f"{self.model}: batch and words must be >= 1, img_size >= 0")
         unknown = set(self.methods) - set(METHODS)
         if unknown:
             raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
@@ -127,19 +154,26 @@ def _check_schedule(repeats: int, warmup: int) -> None:
 
 
 def default_plan(quick: bool = False) -> Plan:
-    """The CPU plan of ``cpt bench`` (a few minutes on 2 cores), or its smoke version.
+    """The CPU plan of ``cpt bench`` (several minutes on 2 cores), or its smoke version.
 
-    ViT-B/16 runs at 224 px with a batch of 4, K = 4 and 3 timed rounds only: one ERM step of
-    it takes seconds on a 2-core CPU, a naive CPT step at K = 4 about twice that. One warm-up
-    round suffices: it is the (untimed) memory round, so no timed step is a first call. ``quick``
-    (a smoke run for tests, numbers not meant to be quoted) halves the quick model's batch and
-    swaps ViT-B/16 for a tiny ViT (same code path).
+    The quick VPT model at batch 64; CoOp on the notebooks' small CLIP at batch 64 (32 px, 4
+    context tokens, 2 classes); prompt tuning of a MiniLM-shaped BERT at the quick profile's
+    text shapes (8 prompts, batch 32, 16-word inputs); LoRA on a ViT of the quick backbone's
+    shape at batch 64. ViT-B/16 runs at 224 px with a batch of
+    4, K = 4 and 3 timed rounds only: one ERM step of it takes seconds on a 2-core CPU. One
+    warm-up round suffices: it is the (untimed) memory round, so no timed step is a first call.
+    ``quick`` (a smoke run for tests, numbers not meant to be quoted) halves the batches and
+    swaps ViT-B/16 and MiniLM for tiny models (same code paths).
     """
     if quick:
         return Plan(
             steps=(
                 StepSuite("quick", 32, 32, (2, 4), repeats=3, warmup=1),
                 StepSuite(TINY_VIT, 8, 32, (2, 4), repeats=3, warmup=1, options=TINY_VIT_OPTIONS),
+                StepSuite(TINY_CLIP, 8, 32, (2, 4), repeats=3, warmup=1,
+                          options=TINY_CLIP_OPTIONS),
+                StepSuite(TINY_TEXT, 8, 0, (2, 4), repeats=3, warmup=1, options=TINY_TEXT_OPTIONS,
+                          words=6),
             ),
             balancer=BalancerSuite((2, 4), repeats=5, warmup=1, calls=5),
         )
@@ -147,26 +181,33 @@ def default_plan(quick: bool = False) -> Plan:
         steps=(
             StepSuite("quick", 64, 32, (2, 4, 8, 16), repeats=10, warmup=1,
                       options={"prompt_tokens": 5}),
+            StepSuite(TINY_CLIP, 64, 32, (4, 16), repeats=10, warmup=1,
+                      options=TINY_CLIP_OPTIONS),
+            StepSuite("minilm", 32, 0, (4, 16), repeats=5, warmup=1, options=TEXT_OPTIONS),
+            StepSuite(LORA_QUICK, 64, 32, (4, 16), repeats=10, warmup=1,
+                      options=LORA_QUICK_OPTIONS),
             StepSuite(VIT_B16, 4, 224, (4,), repeats=3, warmup=1, options={"prompt_tokens": 10}),
         ),
         balancer=BalancerSuite((2, 4, 8, 16, 32, 64), repeats=20),
     )
 
 
-def gpu_plan(
-    model: str = VIT_B16,
-    batch: int = 64,
-    img_size: int = 224,
-    groups: Sequence[int] = (4, 16),
-    repeats: int = 10,
-    warmup: int = 2,
-    options: Mapping[str, Any] | None = None,
-    device: str = "cuda",
-) -> Plan:
-    """The paper profile's shapes (ViT-B/16, 224 px, batch 64, random weights) on a GPU."""
-    opts = {"prompt_tokens": 10} if options is None else dict(options)
-    suite = StepSuite(model, batch, img_size, tuple(groups), repeats, warmup, opts)
-    return Plan(steps=(suite,), balancer=None, device=device)
+def gpu_plan(tiny: bool = False, groups: Sequence[int] = (4, 16), repeats: int = 10,
+             warmup: int = 2, device: str = "cuda") -> Plan:
+    """The paper profile's shapes with random weights on a GPU: VPT-deep on ViT-B/16 (224 px,
+    batch 64, 10 prompts) and CoOp on CLIP ViT-L/14 (224 px, batch 32, 16 context tokens).
+
+    ``tiny``: the same two code paths on tiny models (batch 8, 32 px), to test the script on a
+    CPU.
+    """
+    if tiny:
+        suites = (StepSuite(TINY_VIT, 8, 32, tuple(groups), repeats, warmup, TINY_VIT_OPTIONS),
+                  StepSuite(TINY_CLIP, 8, 32, tuple(groups), repeats, warmup, TINY_CLIP_OPTIONS))
+    else:
+        suites = (StepSuite(VIT_B16, 64, 224, tuple(groups), repeats, warmup,
+                            {"prompt_tokens": 10}),
+                  StepSuite(CLIP_L14, 32, 224, tuple(groups), repeats, warmup, CLIP_L14_OPTIONS))
+    return Plan(steps=suites, balancer=None, device=device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +396,7 @@ class StepCase:
     params: list[torch.nn.Parameter]
     method: str
     n_groups: int
-    x: torch.Tensor
+    x: Any  # images, or a list of strings for text models
     y: torch.Tensor
     g: torch.Tensor
     step: int = 0
@@ -383,11 +424,27 @@ class StepCase:
         self.step += 1
 
 
+def suite_inputs(suite: StepSuite, model: torch.nn.Module, gen: torch.Generator) -> Any:
+    """A random batch of what ``model`` reads: images, or strings of ``suite.words`` words for
+    the text models (their tokenizer runs inside the step, as in training)."""
+    if callable(getattr(model, "tokenize", None)):
+        ids = torch.randint(0, len(WORDS), (suite.batch, suite.words), generator=gen).tolist()
+        return [" ".join(WORDS[i] for i in row) for row in ids]
+    return torch.randn(suite.batch, 3, suite.img_size, suite.img_size, generator=gen)
+
+
+def suite_methods(suite: StepSuite, model: torch.nn.Module) -> tuple[str, ...]:
+    """The suite's methods that apply to ``model``: "cpt-expand" only where way "expand" does."""
+    from cptlib.grads import expand_supported
+
+    return tuple(m for m in suite.methods if m != "cpt-expand" or expand_supported(model))
+
+
 def _step_cases(suite: StepSuite, device: str, seed: int) -> tuple[list[Case], list[tuple]]:
     """Build the suite's model once and one case per (K, method); each K has its own batch."""
     from cptlib.models import build_model
 
-    model = build_model(suite.model, suite.num_classes, deep=True, pretrained=False,
+    model = build_model(suite.model, suite.num_classes, pretrained=False,
                         **dict(suite.options)).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -395,12 +452,12 @@ def _step_cases(suite: StepSuite, device: str, seed: int) -> tuple[list[Case], l
     keys: list[tuple] = []
     for k in suite.groups:
         gen = torch.Generator().manual_seed(seed * 1000 + k)
-        x = torch.randn(suite.batch, 3, suite.img_size, suite.img_size, generator=gen)
+        x = suite_inputs(suite, model, gen)
+        x = x.to(device) if isinstance(x, torch.Tensor) else x
         y = torch.randint(0, suite.num_classes, (suite.batch,), generator=gen)
         g = group_ids(suite.batch, k, gen)
-        for method in suite.methods:
-            cases.append(StepCase(model, params, method, k, x.to(device), y.to(device),
-                                  g.to(device)))
+        for method in suite_methods(suite, model):
+            cases.append(StepCase(model, params, method, k, x, y.to(device), g.to(device)))
             keys.append((suite.model, method, k, suite.batch))
     return cases, keys
 
@@ -569,20 +626,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 def gpu_main(argv: Sequence[str] | None = None) -> int:
-    """``scripts/bench_gpu.py``: ERM and CPT at the paper's shapes on CUDA (images/s, memory).
+    """``scripts/bench_gpu.py``: ERM, GroupDRO and CPT with every applicable grad way at the
+    paper's shapes on CUDA (ViT-B/16 VPT at batch 64, CLIP ViT-L/14 CoOp at batch 32): images
+    per second and peak memory.
 
-    Writes ``<out>/gpu-<device>.json``. Exits with status 2 and a message when the requested
-    CUDA device does not exist. ``--device cpu`` exists for tests with a tiny model only.
+    Writes ``<out>/gpu-<device>.json`` (the rows ``cpt bench --json`` writes). Exits with status
+    2 and a message when the requested CUDA device does not exist. ``--tiny`` (tiny models) and
+    ``--device cpu`` exist to test the script without a GPU.
     """
     p = argparse.ArgumentParser(prog="bench_gpu.py", description=gpu_main.__doc__)
-    p.add_argument("--model", default=VIT_B16)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--groups", type=int, nargs="+", default=[4, 16])
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--prompt-tokens", type=int, default=10)
-    p.add_argument("--options", default="{}", help="extra build_model options as JSON")
+    p.add_argument("--tiny", action="store_true", help="tiny models at 32 px (tests on a CPU)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", default="results/bench", help="folder of gpu-<device>.json")
     args = p.parse_args(argv)
@@ -591,9 +647,7 @@ def gpu_main(argv: Sequence[str] | None = None) -> int:
               f"False; torch {torch.__version__}). Run it on a machine with an NVIDIA GPU.",
               file=sys.stderr)
         return 2
-    options = {"prompt_tokens": args.prompt_tokens, **json.loads(args.options)}
-    plan = gpu_plan(args.model, args.batch, args.img_size, args.groups, args.repeats,
-                    args.warmup, options, args.device)
+    plan = gpu_plan(args.tiny, args.groups, args.repeats, args.warmup, args.device)
     result = benchmark(plan)
     print(report(result))
     path = Path(args.out) / f"gpu-{device_slug(result['machine']['device'])}.json"

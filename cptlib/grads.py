@@ -4,11 +4,15 @@ Only the trainable parameters are differentiated (``requires_grad=True``, or ``p
 Three ways give the same result when samples do not interact in the forward pass:
 
 - ``"expand"``: one forward and one backward pass of the whole batch, as ERM does. Prompt
-  tuning copies the prompts once per sample, so the gradient reaching each copy is that sample's
-  own; per-group prompt gradients are sums of those copies' gradients, and the linear head's
-  come from its inputs and output gradients (an outer product per sample, summed per group).
-  Only for models whose trainable parameters are prompts with ``capture()`` and a linear
-  ``head`` (the VPT models); see ``expand_supported``;
+  tuning copies the prompts once per sample (VPT's ``PromptTokens``, peft's prompt tuning), so
+  the gradient reaching each copy is that sample's own; per-group prompt gradients are sums of
+  those copies' gradients. A linear layer's (the head, LoRA's A and B) come from its inputs and
+  output gradients: per sample a sum over tokens of outer products, summed per group. CoOp's
+  text context is used by every sample through the per-class text features: its per-group
+  gradients are K vector-Jacobian products of the logits (each with one group's logit
+  gradients), batched into one extra backward pass through the text tower only. Only for
+  models without batch statistics whose trainable parameters are of these kinds; see
+  ``expand_supported``;
 - ``"split"``: forward and backward each present group's sub-batch on its own, so the total
   work is about one forward and one backward pass of the batch, in K smaller pieces;
 - ``"naive"``: one forward pass over the batch, then K backward passes over its graph
@@ -20,6 +24,7 @@ Three ways give the same result when samples do not interact in the forward pass
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,29 +125,63 @@ def _write_row(row: Tensor, grads: Sequence[Tensor | None]) -> None:
         offset += n
 
 
-def _expand_parts(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
-    """The (prompt module, linear head) of a model built for way "expand", else None."""
-    prompt, head = getattr(model, "prompt", None), getattr(model, "head", None)
-    if getattr(model, "batch_interacts", False) or not isinstance(head, nn.Linear):
+# A trainable parameter is one of three kinds for way "expand" (see ``_expand_plan``).
+_LINEAR, _PROMPT, _SHARED = "linear", "prompt", "shared"
+
+
+@dataclass
+class _ExpandPlan:
+    """Which module each differentiated parameter belongs to, and how its per-group gradient
+    comes out of one backward pass: ``kinds[id(p)] = (kind, module)``."""
+
+    kinds: dict[int, tuple[str, nn.Module | None]]
+
+    def modules(self, kind: str) -> list[nn.Module]:
+        """The distinct modules of one kind, in parameter order."""
+        found = {id(m): m for k, m in self.kinds.values() if k == kind and m is not None}
+        return list(found.values())
+
+
+def _shared_params(model: nn.Module) -> list[Tensor]:
+    shared = getattr(model, "shared_params", None)
+    return list(shared()) if callable(shared) else []
+
+
+def _expand_plan(model: nn.Module, params: Sequence[Tensor]) -> _ExpandPlan | None:
+    """How way "expand" gets each parameter's per-group gradient, or None where it cannot.
+
+    Per sample, from one backward pass: the weight and bias of an ``nn.Linear`` (a sum over
+    tokens of outer products of the layer's input and output gradient: the head, peft's
+    classifier copy, LoRA's A and B) and the ``prompts`` of a module with ``capture()``, which
+    copies them once per sample (``PromptTokens`` of VPT, ``PromptTunedText``). Per group,
+    from K batched vector-Jacobian products of the logits: what ``model.shared_params()``
+    lists (CoOp's text context, which every sample uses through the per-class text features).
+    Only for models that declare ``batch_interacts = False`` (the study's ``CPTModel``
+    families without batch statistics).
+    """
+    if getattr(model, "batch_interacts", None) is not False:
         return None
-    if not callable(getattr(prompt, "capture", None)) or not isinstance(
-            getattr(prompt, "prompts", None), Tensor):
-        return None
-    return prompt, head
+    wanted = {id(p) for p in params}
+    kinds: dict[int, tuple[str, nn.Module | None]] = {}
+    for module in model.modules():
+        prompt = getattr(module, "prompts", None)
+        if callable(getattr(module, "capture", None)) and isinstance(prompt, Tensor):
+            kinds[id(prompt)] = (_PROMPT, module)
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            for p in module.parameters(recurse=False):
+                kinds.setdefault(id(p), (_LINEAR, module))
+    kinds.update((id(p), (_SHARED, None)) for p in _shared_params(model))
+    kinds = {key: value for key, value in kinds.items() if key in wanted}
+    return _ExpandPlan(kinds) if len(kinds) == len(wanted) else None
 
 
 def expand_supported(model: nn.Module, params: Sequence[Tensor] | None = None) -> bool:
-    """Whether way "expand" applies: every differentiated parameter is the prompts of a
-    ``model.prompt`` with ``capture()`` (``cptlib.models.vit.PromptTokens``) or the weight or
-    bias of a linear ``model.head``, and the model does not mix samples (``batch_interacts``)."""
-    parts = _expand_parts(model)
-    if parts is None:
-        return False
+    """Whether way "expand" applies: the model does not mix samples (``batch_interacts`` is
+    False) and every differentiated parameter is of a kind ``_expand_plan`` knows (linear
+    layers, prompts with ``capture()``, or the model's ``shared_params()``)."""
     params = trainable_params(model) if params is None else params
-    prompt, head = parts
-    own = {id(prompt.prompts), id(head.weight)} | ({id(head.bias)} if head.bias is not None
-                                                   else set())
-    return all(id(p) in own for p in params)
+    return _expand_plan(model, params) is not None
 
 
 def resolve_way(model: nn.Module, way: str = "auto",
@@ -155,8 +194,9 @@ def resolve_way(model: nn.Module, way: str = "auto",
         return "expand" if expand_supported(model, params) else "split"
     if way == "expand" and not expand_supported(model, params):
         raise ValueError(
-            f"way 'expand' needs prompts with capture() and a linear head as the only trainable "
-            f"parameters (the VPT models); {type(model).__name__} is not one: use 'split'")
+            f"way 'expand' needs a model with batch_interacts = False whose trainable parameters "
+            f"are linear layers, prompts with capture() or shared_params(); "
+            f"{type(model).__name__} is not one: use 'split'")
     return way
 
 
@@ -173,8 +213,9 @@ def per_group_grads(
 ) -> GroupGrads:
     """Per-group mean losses, flattened per-group gradients and their Gramian for one batch.
 
-    ``way="expand"`` (VPT models, see the module docstring) costs one forward and one backward
-    pass of the batch; ``"auto"`` uses it where it applies, else ``"split"``.
+    ``way="expand"`` (VPT, CoOp, prompt tuning, LoRA; see the module docstring) costs one
+    forward and one backward pass of the batch (CoOp: plus a batched one of its text tower);
+    ``"auto"`` uses it where it applies, else ``"split"``.
     ``way="split"`` forwards and backwards each present group's sub-batch separately (total work
     ≈ one forward + backward of the batch). It is exact only when samples do not interact in the
     forward pass: no train-mode batch norm (or any batch statistic) in the differentiated path;
@@ -213,40 +254,90 @@ def _split(model: nn.Module, x: Any, y: Tensor, g: Tensor, n_groups: int,
     return losses, counts
 
 
+def _record_calls(modules: Sequence[nn.Module], stack: ExitStack
+                  ) -> dict[int, list[tuple[Tensor, Tensor]]]:
+    """Forward hooks that keep (input, output) of every call of ``modules`` until ``stack``
+    closes."""
+    calls: dict[int, list[tuple[Tensor, Tensor]]] = {id(m): [] for m in modules}
+    for m in modules:
+        hook = m.register_forward_hook(
+            lambda mod, args, output: calls[id(mod)].append((args[0], output)))
+        stack.callback(hook.remove)
+    return calls
+
+
+def _check_rows(t: Tensor, batch: int, module: nn.Module) -> None:
+    if t.ndim < 2 or t.shape[0] != batch:
+        raise RuntimeError(f"way 'expand': {type(module).__name__} ran on a tensor of shape "
+                           f"{tuple(t.shape)}, not one row per sample of the batch of {batch}")
+
+
 def _expand(model: nn.Module, x: Any, y: Tensor, g: Tensor, n_groups: int,
             params: list[Tensor], loss_fn: LossFn, out: Tensor) -> tuple[Tensor, Tensor]:
-    prompt, head = _expand_parts(model)  # type: ignore[misc]  # resolve_way checked it
-    seen: list[tuple[Tensor, Tensor]] = []
-    hook = head.register_forward_hook(lambda _m, args, output: seen.append((args[0], output)))
-    try:
-        with prompt.capture() as taps:
-            logits = model(x)
-    finally:
-        hook.remove()
-    if len(seen) != 1:
-        raise RuntimeError(f"way 'expand': the head ran {len(seen)} times in one forward pass")
-    feats, head_out = seen[0]
+    plan = _expand_plan(model, params)
+    assert plan is not None  # resolve_way checked it
+    hooked = plan.modules(_LINEAR)
+    prompts = plan.modules(_PROMPT)
+    shared = [p for p in params if plan.kinds[id(p)][0] == _SHARED]
+    with ExitStack() as stack:
+        calls = _record_calls(hooked, stack)
+        taps = {id(m): stack.enter_context(m.capture()) for m in prompts}  # type: ignore[operator]
+        logits = model(x)
+    batch = int(y.shape[0])
     losses, counts = group_losses(loss_fn(logits, y, reduction="none"), g, n_groups)
-    wants_prompts = any(p is prompt.prompts for p in params)
-    inputs = [head_out, *(tap for _, tap in taps)] if wants_prompts else [head_out]
+    outputs = [o for m in hooked for _, o in calls[id(m)]]
+    copies = [t for m in prompts for _, t in taps[id(m)]]
+    inputs = outputs + copies + ([logits] if shared else [])
     # Σ_k L_k: sample b's gradient is its own loss's, divided by its group's size.
-    d_out, *d_taps = torch.autograd.grad(losses.sum(), inputs)
-    onehot = F.one_hot(g.to(torch.int64), n_groups).to(out.dtype)  # (B, K)
-    d_out = d_out.to(out.dtype)
+    grads = torch.autograd.grad(losses.sum(), inputs, retain_graph=bool(shared),
+                                allow_unused=True) if inputs else []
+    d = {id(t): (torch.zeros_like(t) if gr is None else gr).to(out.dtype)
+         for t, gr in zip(inputs, grads, strict=True)}
+    onehot_t = F.one_hot(g.to(torch.int64), n_groups).to(out.dtype).T  # (K, B)
+
+    def per_group(per_sample: Tensor) -> Tensor:  # (B, ...) -> (K, numel)
+        return onehot_t @ per_sample.reshape(batch, -1)
+
+    shared_rows = iter(_shared_rows(logits, d[id(logits)], shared, onehot_t) if shared else ())
     offset = 0
     for p in params:
+        kind, module = plan.kinds[id(p)]
         row = out[:, offset:offset + p.numel()]
-        if p is head.weight:
-            feats = feats.detach().to(out.dtype)
-            row.copy_(torch.einsum("bk,bc,bd->kcd", onehot, d_out, feats).reshape(n_groups, -1))
-        elif p is head.bias:
-            row.copy_(onehot.T @ d_out)
-        else:  # the prompts (L, T, D): each use adds its copies' gradients to its layer
-            layers = row.view(n_groups, p.shape[0], -1)
-            for (layer, _), grad in zip(taps, d_taps, strict=True):
-                layers[:, layer] += onehot.T @ grad.reshape(grad.shape[0], -1).to(out.dtype)
         offset += p.numel()
+        if kind == _SHARED:
+            row.copy_(next(shared_rows).reshape(n_groups, -1))
+            continue
+        if kind == _PROMPT:  # the copies' gradients, summed per group, to their slot of p
+            whole = row.view(n_groups, *p.shape)
+            for index, copy in taps[id(module)]:
+                target = whole if index is None else whole[:, index]
+                target += per_group(d[id(copy)]).view_as(target)
+            continue
+        for inp, output in calls[id(module)]:
+            _check_rows(output, batch, module)
+            d_out = d[id(output)].reshape(batch, -1, output.shape[-1])  # (B, tokens, out)
+            if p is module.weight:
+                feats = inp.detach().to(out.dtype).reshape(batch, -1, inp.shape[-1])
+                row += per_group(torch.bmm(d_out.transpose(1, 2), feats))
+            else:
+                row += per_group(d_out.sum(dim=1))
     return losses.detach(), counts
+
+
+def _shared_rows(logits: Tensor, d_logits: Tensor, shared: list[Tensor], onehot_t: Tensor
+                 ) -> tuple[Tensor, ...]:
+    """Per-group gradients (K, *p.shape) of parameters every sample uses (CoOp's context):
+    K vector-Jacobian products of the logits, each with the logit gradients of one group's
+    samples only, batched through one backward pass (``is_grads_batched``). Where an operator
+    of the backward pass has no batching rule, the K products run one after the other."""
+    masked = (onehot_t[:, :, None] * d_logits[None]).to(logits.dtype)  # (K, B, C)
+    try:
+        return torch.autograd.grad(logits, shared, grad_outputs=masked, is_grads_batched=True,
+                                   retain_graph=True)
+    except RuntimeError:
+        rows = [torch.autograd.grad(logits, shared, grad_outputs=m, retain_graph=True)
+                for m in masked]
+        return tuple(torch.stack(per_param) for per_param in zip(*rows, strict=True))
 
 
 def _naive(model: nn.Module, x: Any, y: Tensor, g: Tensor, n_groups: int,

@@ -15,6 +15,8 @@ from cptlib.bench import (
     BALANCER_ONLY,
     METHODS,
     ROW_KEYS,
+    TINY_CLIP,
+    TINY_TEXT,
     TINY_VIT,
     TINY_VIT_OPTIONS,
     StepCase,
@@ -202,7 +204,10 @@ def test_main_quick_writes_valid_json_rows_for_every_method(tmp_path, capsys):
         assert machine[key] not in (None, "")
     rows = result["rows"]
     assert {r["method"] for r in rows} == {*METHODS, BALANCER_ONLY}
-    assert {r["model"] for r in rows} == {"quick", TINY_VIT, "none"}
+    assert {r["model"] for r in rows} == {"quick", TINY_VIT, TINY_CLIP, TINY_TEXT, "none"}
+    # every family of the plan has a one-pass way, and its row is there at every K
+    assert {(r["model"], r["groups"]) for r in rows if r["method"] == "cpt-expand"} == {
+        (m, k) for m in ("quick", TINY_VIT, TINY_CLIP, TINY_TEXT) for k in (2, 4)}
     for row in rows:
         assert tuple(row) == ROW_KEYS
         assert row["median_s"] > 0 and row["spread_s"] >= 0 and row["repeats"] >= 3
@@ -224,14 +229,39 @@ def test_gpu_main_fails_clearly_without_cuda(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
-def test_gpu_main_logic_runs_on_cpu_with_a_tiny_model(tmp_path):
-    options = {k: v for k, v in TINY_VIT_OPTIONS.items() if k != "prompt_tokens"}
-    argv = ["--device", "cpu", "--model", TINY_VIT, "--options", json.dumps(options),
-            "--prompt-tokens", "2", "--batch", "8", "--img-size", "32", "--groups", "2", "4",
-            "--repeats", "2", "--warmup", "1", "--out", str(tmp_path)]
+def test_gpu_main_logic_runs_on_cpu_with_tiny_models(tmp_path, capsys):
+    argv = ["--device", "cpu", "--tiny", "--groups", "2", "4", "--repeats", "2", "--warmup", "1",
+            "--out", str(tmp_path)]
     assert bench.gpu_main(argv) == 0
-    result = json.loads((tmp_path / "gpu-cpu.json").read_text())
+    result = json.loads((tmp_path / "gpu-cpu.json").read_text(), parse_constant=_reject)
     rows = result["rows"]
-    assert {(r["method"], r["groups"]) for r in rows} == {(m, k) for m in METHODS for k in (2, 4)}
-    assert all(r["batch"] == 8 and r["model"] == TINY_VIT for r in rows)
-    assert result["machine"]["plan"]["steps"][0]["img_size"] == 32
+    expected = {(m, method, k) for m in (TINY_VIT, TINY_CLIP) for method in METHODS
+                for k in (2, 4)}
+    assert {(r["model"], r["method"], r["groups"]) for r in rows} == expected
+    for row in rows:
+        assert tuple(row) == ROW_KEYS and row["batch"] == 8 and row["repeats"] == 2
+        assert row["median_s"] > 0 and row["peak_mem_mb"] >= 0 and row["ratio_to_erm"] > 0
+    assert [s["img_size"] for s in result["machine"]["plan"]["steps"]] == [32, 32]
+    assert "img_per_s" in capsys.readouterr().out
+
+
+def test_gpu_plan_has_the_paper_shapes():
+    vit, clip = bench.gpu_plan().steps
+    assert (vit.model, vit.batch, vit.img_size, vit.options["prompt_tokens"]) == (
+        bench.VIT_B16, 64, 224, 10)
+    assert (clip.model, clip.batch, clip.img_size, clip.options["n_ctx"]) == (
+        bench.CLIP_L14, 32, 224, 16)
+    assert vit.groups == clip.groups == (4, 16)
+
+
+def test_text_suite_feeds_strings_and_skips_expand_where_it_does_not_apply():
+    from cptlib.models import build_model
+
+    suite = StepSuite(TINY_TEXT, 4, 0, (2,), repeats=1, words=5,
+                      options=bench.TINY_TEXT_OPTIONS)
+    model = build_model(TINY_TEXT, 2, pretrained=False, **bench.TINY_TEXT_OPTIONS)
+    x = bench.suite_inputs(suite, model, torch.Generator().manual_seed(0))
+    assert len(x) == 4 and all(len(t.split()) == 5 for t in x)
+    assert bench.suite_methods(suite, model) == METHODS
+    resnet = build_model("resnet10t", 2, pretrained=False)
+    assert "cpt-expand" not in bench.suite_methods(suite, resnet)

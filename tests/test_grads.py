@@ -208,10 +208,57 @@ def image_batch(n: int = 14, classes: int = 3, seed: int = 0, absent: int | None
     return x, y, g
 
 
-@pytest.mark.parametrize(("deep", "absent"), [(True, None), (True, 1), (False, None)])
-def test_expand_equals_split_and_naive_on_vpt(deep, absent):
-    model = tiny_vpt(deep=deep)
-    x, y, g = image_batch(absent=absent)
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64}
+TINY_CLIP = {"embed_dim": 32,
+             "vision_cfg": {"image_size": 16, "layers": 2, "width": 32, "patch_size": 8,
+                            "head_width": 16},
+             "text_cfg": {"width": 32, "heads": 2, "layers": 2}}
+WORDS = "the a bird sat on lake small grass and trees water everywhere land forest sea".split()
+
+
+def family_model(family: str, dropout: float = 0.0) -> nn.Module:
+    """A tiny float64 model of each family way "expand" serves, in train mode."""
+    from cptlib.models import build_model
+
+    torch.manual_seed(0)
+    if family in ("vpt-deep", "vpt-shallow"):
+        return tiny_vpt(deep=family == "vpt-deep", dropout=dropout)
+    if family.startswith("coop"):
+        model = build_model("clip:ViT-B-32", 3, class_names=["landbird", "waterbird", "duck"],
+                            n_ctx=3, clip_cfg=TINY_CLIP, prompt_dropout=dropout,
+                            visual_prompt_tokens=2 if family == "coop+vpt" else 0)
+    elif family == "text":
+        model = build_model("bert-base-uncased", 3, prompt_tokens=3, bert_cfg=TINY_BERT)
+    else:  # LoRA, with B made non-zero so that A's gradients are too
+        model = build_model("lora:vit_tiny_patch16_224", 3, lora_r=2, lora_dropout=dropout,
+                            **{k: v for k, v in TINY_VPT.items() if k != "depth"}, depth=2)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                nn.init.normal_(p, std=0.5)
+    return model.double().train()
+
+
+def family_batch(family: str, n: int = 14, seed: int = 0, absent: int | None = None):
+    x, y, g = image_batch(n=n, seed=seed, absent=absent)
+    if family == "text":
+        gen = torch.Generator().manual_seed(seed)
+        lengths = torch.randint(1, 9, (n,), generator=gen).tolist()
+        x = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (m,), generator=gen))
+             for m in lengths]
+    return x, y, g
+
+
+EXPAND_FAMILIES = ["vpt-deep", "vpt-shallow", "coop", "coop+vpt", "text", "lora"]
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")
+@pytest.mark.parametrize("absent", [None, 1])
+@pytest.mark.parametrize("family", EXPAND_FAMILIES)
+def test_expand_equals_split_and_naive_on_every_family(family, absent):
+    model = family_model(family)
+    assert resolve_way(model) == "expand"
+    x, y, g = family_batch(family, absent=absent)
     ways = {way: per_group_grads(model, x, y, g, K, way=way)
             for way in ("expand", "split", "naive")}
     assert ways["expand"].grads.shape[1] == sum(p.numel() for p in trainable_params(model))
@@ -221,7 +268,13 @@ def test_expand_equals_split_and_naive_on_vpt(deep, absent):
                                        rtol=1e-9, atol=1e-12)
     if absent is not None:
         assert torch.all(ways["expand"].grads[absent] == 0)
-    assert ways["expand"].grads.abs().sum(dim=1)[ways["expand"].counts > 0].min() > 0
+    present = ways["expand"].counts > 0
+    # every trainable parameter gets a non-zero gradient in some group (no silent zero block)
+    offset = 0
+    for p in trainable_params(model):
+        block = ways["expand"].grads[present, offset:offset + p.numel()]
+        assert block.abs().sum() > 0, f"{family}: zero per-group gradient for {tuple(p.shape)}"
+        offset += p.numel()
 
 
 @pytest.mark.parametrize("frozen", ["prompt.prompts", "head.weight", "head.bias"])
@@ -246,11 +299,12 @@ def test_expand_is_permutation_equivariant():
     torch.testing.assert_close(moved.losses[relabel], base.losses)
 
 
-def test_expand_with_prompt_dropout_matches_one_backward_pass():
+@pytest.mark.parametrize("family", ["vpt-deep", "coop+vpt", "lora"])
+def test_expand_with_dropout_matches_one_backward_pass(family):
     """With dropout the masks come from one batch forward pass, exactly as ERM's: the group
     rows then sum to the gradient of Σ_k L_k under the same random draws."""
-    model = tiny_vpt(dropout=0.5)
-    x, y, g = image_batch(seed=3)
+    model = family_model(family, dropout=0.5)
+    x, y, g = family_batch(family, seed=3)
     params = trainable_params(model)
     torch.manual_seed(7)
     losses, _ = group_losses(F.cross_entropy(model(x), y, reduction="none"), g, K)
@@ -259,6 +313,19 @@ def test_expand_with_prompt_dropout_matches_one_backward_pass():
     expand = per_group_grads(model, x, y, g, K, way="expand")
     torch.testing.assert_close(expand.grads.sum(dim=0), total, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(expand.losses, losses.detach())
+    torch.manual_seed(8)  # other draws: another gradient, so the masks did matter
+    assert not torch.allclose(per_group_grads(model, x, y, g, K, way="expand").grads, expand.grads)
+
+
+def test_expand_for_coop_without_a_trainable_context():
+    """Zero-shot CLIP's context is frozen: nothing is shared, and no trainable parameter is
+    left to differentiate."""
+    model = family_model("coop+vpt")
+    model.ctx.requires_grad_(False)
+    x, y, g = family_batch("coop+vpt", seed=4)
+    expand = per_group_grads(model, x, y, g, K, way="expand")
+    torch.testing.assert_close(expand.grads, per_group_grads(model, x, y, g, K, way="naive").grads,
+                               rtol=1e-9, atol=1e-12)
 
 
 def test_auto_way_and_unsupported_expand():
@@ -279,3 +346,41 @@ def test_capture_is_not_reentrant_and_always_released():
         with prompt.capture():
             pass
     assert prompt._taps is None
+    text = family_model("text")
+    with text.capture() as taps, pytest.raises(RuntimeError, match="already active"):
+        text(["a bird", "the lake"])
+        with text.capture():
+            pass
+    assert "get_prompt" not in vars(text.backbone)
+    assert len(taps) == 1 and taps[0][1].shape == (2, *text.prompts.shape)
+
+
+def test_expand_refuses_a_linear_layer_not_run_per_sample():
+    """A trainable linear layer on a tensor without one row per sample (here CoOp's text
+    projection, run once per class) is not a per-sample computation: a clear error."""
+    model = family_model("coop")
+    model.clip.transformer.resblocks[0].mlp.c_fc.requires_grad_(True)
+    x, y, g = family_batch("coop", n=5)
+    with pytest.raises(RuntimeError, match="one row per sample"):
+        per_group_grads(model, x, y, g, K, way="expand")
+
+
+def test_coop_shared_gradients_fall_back_to_one_product_per_group(monkeypatch):
+    """Where the batched backward pass is refused (an operator without a batching rule), the
+    K vector-Jacobian products run one by one, with the same result."""
+    model = family_model("coop")
+    x, y, g = family_batch("coop", seed=5, absent=2)
+    batched = per_group_grads(model, x, y, g, K, way="expand")
+    grad = torch.autograd.grad
+    calls = []
+
+    def refuse_batched(*args, **kwargs):
+        calls.append(kwargs.get("is_grads_batched", False))
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", refuse_batched)
+    one_by_one = per_group_grads(model, x, y, g, K, way="expand")
+    assert True in calls and calls.count(False) == 1 + K  # the main pass, then K products
+    torch.testing.assert_close(one_by_one.grads, batched.grads, rtol=1e-9, atol=1e-12)

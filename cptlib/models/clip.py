@@ -58,6 +58,7 @@ class CoOpCLIP(CPTModel):
         self.zero_shot = bool(spec["zero_shot"])
         names, n_ctx = list(spec["class_names"]), int(spec["n_ctx"])
         self.register_buffer("prompt_ids", _coop_ids(tokenizer, names, n_ctx), persistent=False)
+        self.text_length = _causal_length(clip, self.prompt_ids)
         zs = [ZERO_SHOT_TEMPLATE.format(n) for n in names]
         self.register_buffer("zero_shot_ids", _token_ids(tokenizer, zs), persistent=False)
         width = clip.token_embedding.weight.shape[1]
@@ -76,6 +77,15 @@ class CoOpCLIP(CPTModel):
             self.method = "coop+vpt" if self.visual_prompt is not None else "coop"
         self.train()  # the nn.Module default, with the frozen part in eval mode
 
+    def shared_params(self) -> list[nn.Parameter]:
+        """The parameters every sample uses through the per-class text features (the context).
+
+        Why: their per-group gradients do not come per sample (the text tower runs once per
+        class, not per image); ``cptlib.grads`` way "expand" gets them from K batched
+        vector-Jacobian products of the logits, one backward through the text tower.
+        """
+        return [self.ctx] if self.ctx.requires_grad else []
+
     def _init_context(self, tokenizer: Any, text: str) -> None:
         """Set the LAST context vectors to the token embeddings of the hand-written ``text``."""
         ids = tokenizer.encode(text)
@@ -88,13 +98,16 @@ class CoOpCLIP(CPTModel):
             self.ctx[self.ctx.shape[0] - len(ids) :] = emb
 
     def _encode_embedded_text(self, embeddings: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """CLIP's text tower from token *embeddings* (``CLIP.encode_text`` after its lookup)."""
+        """CLIP's text tower from token *embeddings* (``CLIP.encode_text`` after its lookup),
+        on the first ``text_length`` positions only (see ``_causal_length``)."""
         from open_clip.transformer import text_global_pool
 
-        clip = self.clip
+        clip, n = self.clip, self.text_length
         cast = clip.transformer.get_cast_dtype()
-        x = embeddings.to(cast) + clip.positional_embedding.to(cast)
-        x = clip.transformer(x, attn_mask=clip.attn_mask)
+        embeddings, ids = embeddings[:, :n], ids[:, :n]
+        x = embeddings.to(cast) + clip.positional_embedding[:n].to(cast)
+        mask = clip.attn_mask[:n, :n] if clip.attn_mask is not None else None
+        x = clip.transformer(x, attn_mask=mask)
         x = clip.ln_final(x)
         eos = getattr(clip, "text_eos_id", None)
         x = text_global_pool(x, ids, clip.text_pool_type, eos_token_id=eos)
@@ -161,6 +174,29 @@ class CoOpCLIP(CPTModel):
             "mean": tuple(cfg.get("mean", OPENAI_DATASET_MEAN)),
             "std": tuple(cfg.get("std", OPENAI_DATASET_STD)),
         }
+
+
+def _causal_length(clip: nn.Module, ids: torch.Tensor) -> int:
+    """How many leading positions of the class prompts the pooled text features depend on.
+
+    Why: CLIP's text attention is causal and its feature is read at the end-of-text token, so
+    positions after the last prompt's end-of-text token (padding to 77 tokens) change nothing;
+    dropping them makes the text tower ~10× cheaper for short prompts, which matters for CPT,
+    whose per-group context gradients take one text-tower backward pass per group. The full
+    length where that does not hold (no causal mask, or pooling not at a token that ends the
+    prompt).
+    """
+    full = int(ids.shape[1])
+    pool = getattr(clip, "text_pool_type", None)
+    if getattr(clip, "attn_mask", None) is None or pool not in ("argmax", "eos", "first"):
+        return full
+    if pool == "first":
+        return 1
+    if pool == "argmax":
+        ends = ids.argmax(dim=-1)
+    else:
+        ends = (ids == getattr(clip, "text_eos_id", None)).int().argmax(dim=-1)
+    return min(full, int(ends.max()) + 1)
 
 
 def _token_ids(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:

@@ -70,6 +70,41 @@ class PromptTunedText(CPTModel):
         device = next(self.backbone.parameters()).device
         return {key: value.to(device) for key, value in enc.items()}
 
+    @property
+    def prompts(self) -> torch.Tensor:
+        """The learned prompt embeddings (T, hidden): peft's prompt-encoder table."""
+        encoder = self.backbone.prompt_encoder[self.backbone.active_adapter]
+        return encoder.embedding.weight
+
+    @contextmanager
+    def capture(self) -> Iterator[list[tuple[None, torch.Tensor]]]:
+        """Record ``(None, per-sample prompts (B, T, hidden))`` of every forward inside the block.
+
+        Why: peft copies the T prompt embeddings once per sample (``get_prompt`` repeats them
+        over the batch) and the frozen BERT does not mix samples, so the gradient reaching
+        sample b's copy is sample b's own; summed per group they give per-group prompt
+        gradients from one backward pass (``cptlib.grads``, way "expand").
+        """
+        backbone = self.backbone
+        if "get_prompt" in vars(backbone):
+            raise RuntimeError("PromptTunedText.capture() is already active")
+        taps: list[tuple[None, torch.Tensor]] = []
+        original = backbone.get_prompt
+
+        def get_prompt(batch_size: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+            prompts = original(batch_size, *args, **kwargs)
+            if tuple(prompts.shape) != (batch_size, *self.prompts.shape):
+                raise RuntimeError(f"peft's prompts have shape {tuple(prompts.shape)}, not one "
+                                   f"copy of the {tuple(self.prompts.shape)} table per sample")
+            taps.append((None, prompts))
+            return prompts
+
+        backbone.__dict__["get_prompt"] = get_prompt  # shadows the method on this instance only
+        try:
+            yield taps
+        finally:
+            del backbone.__dict__["get_prompt"]
+
     def forward(self, x: Sequence[str]) -> torch.Tensor:
         """Logits (B, num_classes) for the B strings in ``x``."""
         return self.backbone(**self.tokenize(x)).logits
