@@ -5,6 +5,7 @@ and read from records at the last and the selected evaluation."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ import pytest
 from cptlib import records
 from cptlib.analysis import control
 from cptlib.balancers import non_uniformity as balancer_mu
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_records import write_fake_results  # noqa: E402
 
 SEEDS = range(8)
 
@@ -150,7 +154,18 @@ def test_tables_from_a_runs_frame(tmp_path: Path) -> None:
     table = control.control_table(runs).set_index("run_id")
     assert table.loc["r01", "mu_selected"] == pytest.approx(control.non_uniformity([1, 3], [1, 1]))
     assert table.loc["r01", "mu_last"] == 0.0
-    assert table.loc["r04", "angle_last"] == pytest.approx(control.ray_angle([1, 4], [4, 1]))
+    assert table.loc["r04", "angle_last"] == pytest.approx(0.0, abs=1e-9)  # (1, 4) ∝ 1/c
     summary = records.aggregate(table.reset_index(), ["method", "c_str"], ["angle_last"])
     assert summary.set_index("c_str").loc["1,1", "n"] == 2
     assert control.control_over_training(runs.iloc[:0]).empty
+
+
+def test_on_records_of_the_real_layout(tmp_path: Path) -> None:
+    write_fake_results(tmp_path, text=False)
+    runs = records.load_records(tmp_path, "smoke", "synthetic")
+    runs = runs[runs["method"].isin(["cpt", "scalarized"])]
+    table = control.control_table(runs, split="val")
+    assert len(table) == len(runs) and (table["angle_last"] > 0).all()
+    long = control.control_over_training(runs)
+    assert len(long) == 4 * len(runs)  # four evaluations per fake run
+    assert long.groupby("run_id")["selected"].sum().eq(1).all()

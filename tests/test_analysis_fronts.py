@@ -4,12 +4,18 @@ computed by hand, and the per-family, per-seed tables built from a runs frame.""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from cptlib import records
 from cptlib.analysis import fronts
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_records import write_fake_results  # noqa: E402
 
 REF = (0.2, 0.3)
 SEEDS = range(8)
@@ -193,3 +199,16 @@ def test_best_is_monotone_in_the_level() -> None:
     bests = [fronts.best_subject_to(runs, "method", knob, m)["best"].fillna(-1).to_numpy()
              for m in levels]
     assert all(np.all(a >= b) for a, b in zip(bests, bests[1:], strict=False))
+
+
+def test_on_records_of_the_real_layout(tmp_path: Path) -> None:
+    """The columns ``load_records`` gives are the ones the defaults name."""
+    write_fake_results(tmp_path, text=False)
+    runs = records.load_records(tmp_path, "smoke", "synthetic")
+    family = {"cpt": "CPT", "scalarized": "Scalarized", "groupdro": "GroupDRO"}.get
+    per_seed = fronts.family_hypervolumes(runs, lambda r: family(r["method"]),
+                                          {"CPT": "c_str", "Scalarized": "c_str",
+                                           "GroupDRO": "eta"}, reference=(0.0, 0.0))
+    assert sorted(per_seed["family"].unique()) == ["CPT", "GroupDRO", "Scalarized"]
+    assert per_seed.set_index(["family", "seed"]).loc[("CPT", 0), "n_points"] == 5
+    assert (per_seed["hypervolume"] > 0).all()

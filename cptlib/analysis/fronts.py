@@ -159,8 +159,8 @@ def best_subject_to(
     """Each family's best ``x`` among its runs with ``y >= min_y``, per seed.
 
     The question "how high a worst group can it reach while keeping the average at least
-    this high?" Columns family, seed, best, knob (of the best run), reason (None, or why
-    ``best`` is NaN: no run reaches the level).
+    this high?" Columns family, seed, best, knob (of the best run), reason (missing where
+    ``best`` is defined, else why it is NaN: no run reaches the level, and the highest ``y``).
     """
     if not math.isfinite(float(min_y)):
         raise ValueError(f"min_y must be a finite number, got {min_y!r}")
