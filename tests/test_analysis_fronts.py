@@ -212,3 +212,34 @@ def test_on_records_of_the_real_layout(tmp_path: Path) -> None:
     assert sorted(per_seed["family"].unique()) == ["CPT", "GroupDRO", "Scalarized"]
     assert per_seed.set_index(["family", "seed"]).loc[("CPT", 0), "n_points"] == 5
     assert (per_seed["hypervolume"] > 0).all()
+    paired_sweep = fronts.family_hypervolumes(runs, lambda r: family(r["method"]), "c_str",
+                                              reference=(0.0, 0.0), common_knobs=True)
+    assert (paired_sweep["n_points"] == 1).all()  # the fake c sweep has one seed only
+
+
+def test_common_knobs_compares_equal_sweeps() -> None:
+    """A knob value only one seed has makes that seed's front larger; common_knobs drops it."""
+    runs = _runs()
+    extra = pd.DataFrame([{"method": "cpt", "c_str": "2,1", "alpha": 1.0, "seed": 0,
+                           "test.worst_group_acc": 0.65, "test.avg_acc": 0.78}])
+    runs = pd.concat([runs, extra])  # repeats index label 0 on purpose
+    knob = {"cpt": "c_str", "erm": "alpha"}
+    loose = fronts.family_hypervolumes(runs, "method", knob, (0.0, 0.0)).set_index(
+        ["family", "seed"])
+    strict = fronts.family_hypervolumes(runs, "method", knob, (0.0, 0.0),
+                                        common_knobs=True).set_index(["family", "seed"])
+    assert loose.loc[("cpt", 0), "n_points"] == 4 and strict.loc[("cpt", 0), "n_points"] == 3
+    assert loose.loc[("cpt", 0), "hypervolume"] > strict.loc[("cpt", 0), "hypervolume"]
+    assert strict.loc[("cpt", 0), "hypervolume"] == pytest.approx(0.5775)
+    assert strict.loc[("erm", 1), "hypervolume"] == loose.loc[("erm", 1), "hypervolume"]
+
+
+def test_list_knobs_are_hashed() -> None:
+    """``c`` is a list column in ``load_records``: it works as a knob like ``c_str``."""
+    runs = _runs()
+    runs["c"] = runs["c_str"].map(lambda s: [float(v) for v in s.split(",")] if s != "none"
+                                  else None)
+    cpt = runs[runs["method"] == "cpt"]
+    by_list = fronts.family_hypervolumes(cpt, "method", "c", (0, 0), common_knobs=True)
+    by_str = fronts.family_hypervolumes(cpt, "method", "c_str", (0, 0))
+    assert by_list["hypervolume"].tolist() == pytest.approx(by_str["hypervolume"].tolist())

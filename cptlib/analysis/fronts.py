@@ -102,23 +102,32 @@ def _knob_values(runs: pd.DataFrame, fam: Any, knob: str | Mapping[Any, str]) ->
 
 
 def _family_seed_groups(
-    runs: pd.DataFrame, family: Family, knob: str | Mapping[Any, str], x: str, y: str, seed: str
+    runs: pd.DataFrame, family: Family, knob: str | Mapping[Any, str], x: str, y: str,
+    seed: str, common_knobs: bool = False,
 ):
     """(family, seed, runs, knob values) per group, checked: one run per knob value, finite
-    metrics. Runs whose family is None or whose seed is missing are left out."""
+    metrics. Runs whose family is None or whose seed is missing are left out; with
+    ``common_knobs`` so are knob values that some seed of the family lacks."""
     for col in (x, y, seed):
         if col not in runs.columns:
             raise ValueError(f"runs have no column {col!r}")
+    runs = runs.reset_index(drop=True)  # a concatenated frame may repeat index labels
     fams = _family_series(runs, family)
-    runs = runs[fams.notna()].assign(_family=fams[fams.notna()])
-    for (fam, s), group in runs.groupby(["_family", seed], sort=True):
-        knobs = _knob_values(group, fam, knob)
-        if knobs.duplicated().any():
-            dup = knobs[knobs.duplicated()].iloc[0]
-            raise ValueError(f"family {fam!r}, seed {s}: more than one run with knob {dup!r}")
-        if not np.all(np.isfinite(group[[x, y]].to_numpy(dtype=float))):
-            raise ValueError(f"family {fam!r}, seed {s}: NaN in {x!r} or {y!r}")
-        yield fam, s, group.reset_index(drop=True), knobs.reset_index(drop=True)
+    runs = runs[fams.notna() & runs[seed].notna()].assign(_family=fams[fams.notna()])
+    for fam, fam_runs in runs.groupby("_family", sort=True):
+        knobs = _knob_values(fam_runs, fam, knob)
+        if common_knobs:
+            seeds_of = fam_runs[seed].groupby(knobs).nunique().to_dict()
+            keep = knobs.map(seeds_of).eq(fam_runs[seed].nunique())
+            fam_runs, knobs = fam_runs[keep], knobs[keep]
+        for s, group in fam_runs.groupby(seed, sort=True):
+            k = knobs[group.index]
+            if k.duplicated().any():
+                dup = k[k.duplicated()].iloc[0]
+                raise ValueError(f"family {fam!r}, seed {s}: more than one run with knob {dup!r}")
+            if not np.all(np.isfinite(group[[x, y]].to_numpy(dtype=float))):
+                raise ValueError(f"family {fam!r}, seed {s}: NaN in {x!r} or {y!r}")
+            yield fam, s, group.reset_index(drop=True), k.reset_index(drop=True)
 
 
 def family_hypervolumes(
@@ -129,17 +138,21 @@ def family_hypervolumes(
     x: str = X_METRIC,
     y: str = Y_METRIC,
     seed: str = "seed",
+    common_knobs: bool = False,
 ) -> pd.DataFrame:
     """Hypervolume of each family's front per seed: columns family, seed, n_points, n_front,
     hypervolume.
 
     ``family`` is a column or a function of a run's row (None leaves the run out); ``knob`` is
     the column swept within a family (or a mapping family -> column: c for CPT, α for ERM).
-    Per seed, because a seed is one paired draw of every knob value of a family.
+    Per seed, because a seed is one paired draw of every knob value of a family. A front of
+    more points can only have more hypervolume, so seeds with unequal sweeps are not
+    comparable: ``n_points`` shows it, and ``common_knobs=True`` keeps only the knob values
+    every seed of the family has.
     """
     ref = _check_reference(reference)
     rows = []
-    for fam, s, group, _ in _family_seed_groups(runs, family, knob, x, y, seed):
+    for fam, s, group, _ in _family_seed_groups(runs, family, knob, x, y, seed, common_knobs):
         pts = group[[x, y]].to_numpy(dtype=float)
         rows.append({"family": fam, "seed": s, "n_points": len(pts),
                      "n_front": int(pareto_mask(pts).sum()),
@@ -155,6 +168,7 @@ def best_subject_to(
     x: str = X_METRIC,
     y: str = Y_METRIC,
     seed: str = "seed",
+    common_knobs: bool = False,
 ) -> pd.DataFrame:
     """Each family's best ``x`` among its runs with ``y >= min_y``, per seed.
 
@@ -165,7 +179,8 @@ def best_subject_to(
     if not math.isfinite(float(min_y)):
         raise ValueError(f"min_y must be a finite number, got {min_y!r}")
     rows = []
-    for fam, s, group, knobs in _family_seed_groups(runs, family, knob, x, y, seed):
+    for fam, s, group, knobs in _family_seed_groups(runs, family, knob, x, y, seed,
+                                                    common_knobs):
         ok = group[group[y] >= min_y]
         if ok.empty:
             rows.append({"family": fam, "seed": s, "best": math.nan, "knob": None,

@@ -162,5 +162,5 @@ def dynamics_summary(table: pd.DataFrame, by: Sequence[str] = ("method",)) -> pd
     """Mean ± SE of ``dynamics_table``'s columns per ``by``, plus ``n_reached``: the runs the
     mean of ``steps_to_reach`` is over (a run that never reaches the level has no step)."""
     out = records.aggregate(table, list(by), ["steps_to_reach", "best_minus_last"])
-    reached = table.groupby(list(by), sort=True, dropna=False)["reached"].sum()
-    return out.assign(n_reached=reached.to_numpy().astype(int))
+    reached = table.groupby(list(by), dropna=False)["reached"].sum().rename("n_reached")
+    return out.merge(reached.astype(int).reset_index(), on=list(by), how="left")
