@@ -224,6 +224,7 @@ def _error_of(job: submitit.SlurmJob, state: str) -> str:
         outcome, value = pickle_load(job.paths.result_pickle)
         if outcome == "error":
             return _last_line(str(value)) or "error"
+        return "the task finished, but the run's record is missing or out of date"
     tail = _last_line(job.paths.stderr.read_text(errors="replace")) if job.paths.stderr.exists() \
         else None
     return f"the task ended without a result (Slurm state {state})" + (f": {tail}" if tail else "")
