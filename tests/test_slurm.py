@@ -94,13 +94,19 @@ def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
     specs = smoke_specs(root / "slurm-results")
     folder = root / "slurm-results" / "slurm"
-    # The tasks import this module (execute_or_die) by name.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    # The tasks import this module (execute_or_die) by name; sbatch passes the environment.
+    old_path = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), old_path or ""])
     start = time.time()
-    submitted, kept = L.submit(list(specs.values()), folder,
-                               L.SlurmResources(array_parallelism=2, time_min=10),
-                               execute=execute_or_die)
+    try:
+        submitted, kept = L.submit(list(specs.values()), folder,
+                                   L.SlurmResources(array_parallelism=2, time_min=10),
+                                   execute=execute_or_die)
+    finally:
+        if old_path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old_path
     assert not kept and len(submitted) == 6
     job_of = {name: job for name, (_, job) in zip(specs, submitted, strict=True)}
     # Preempt the long run once it has written a checkpoint (submitit sends SIGTERM + SIGUSR2).
