@@ -12,6 +12,10 @@ SHELL := /bin/bash
 # pip's mirror notices are noise; pip's own exit status still decides (pipefail).
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
+# The local single-node Slurm (tests/test_slurm.py; root only), stopped when the tests end.
+SLURM_UP := if [ "$$(id -u)" = 0 ]; then trap 'scripts/slurm_local.sh stop' EXIT; \
+  scripts/slurm_local.sh start; else echo "not root: no local Slurm, its tests skip"; fi
+
 .PHONY: book test env lint smoke-book clean
 
 book: $(STAMP)
@@ -20,7 +24,8 @@ book: $(STAMP)
 test: $(STAMP)
 	bash scripts/system_deps.sh
 	$(BIN)/cpt book --profile smoke --out build/book-smoke
-	$(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider
+	$(SLURM_UP) && SLURM_CONF=$(CURDIR)/build/slurm/etc/slurm.conf \
+	  $(BIN)/python -m pytest tests --nbval-lax notebooks -p no:cacheprovider
 
 env: $(STAMP)
 

@@ -4,6 +4,10 @@ One loop, balancer-agnostic: per-group gradients are computed only when the bala
 Gramian (CPT, MGDA); otherwise one backward pass of the β-weighted group losses. Batches are
 drawn per step from a generator seeded by (seed, step), and the checkpoint holds every random
 state, so a run killed part-way and restarted ends with the same result as an uninterrupted one.
+
+Several processes (``torchrun``, see ``cptlib.distributed``) share a run: each takes its slice of
+the same global batch, and per-group losses, counts and gradients are summed over the ranks
+before the balancer, so the run follows the single-process one (rounding aside).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from cptlib import balancers as B
+from cptlib import distributed as D
 from cptlib.config import TrainConfig
 from cptlib.data.samplers import sample_weights
 from cptlib.grads import (
@@ -181,12 +186,16 @@ def train(
     progress: bool | None = None,
     on_eval: Callable[[dict], None] | None = None,
     stop_after: int | None = None,
+    on_beta: Callable[[int, torch.Tensor], None] | None = None,
 ) -> dict:
     """Train ``model``'s trainable parameters with ``cfg``; return metrics and history.
 
     ``checkpoint``: a file written at every evaluation; if it exists (same config), training
     resumes from it. ``stop_after`` stops after that many steps (to test resuming).
     Model selection uses the validation ``cfg.selection`` metric, never test.
+    ``on_beta(step, β)`` sees the weights this process's balancer computed at every step.
+    In a process group (``cptlib.distributed``) every rank returns the same result; only rank 0
+    writes the checkpoint.
     """
     K = train_set.n_groups
     cfg.validate(K)
@@ -223,15 +232,16 @@ def train(
         total=cfg.steps,
         initial=state["step"],
         desc=f"{cfg.method}",
-        disable=not (show_progress() if progress is None else progress),
+        disable=not (show_progress() if progress is None else progress) or not D.is_main(),
         leave=False,
     )
     t0 = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     while state["step"] < end:
         step = state["step"]
-        x, y, g = collate(train_set, batch_indices(weights, cfg.batch_size, cfg.seed, step))
-        train_step(model, balancer, params, x, y, g, K, cfg, way, window, step)
+        batch = collate(train_set, batch_indices(weights, cfg.batch_size, cfg.seed, step))
+        x, y, g = (D.shard(part) for part in batch)
+        train_step(model, balancer, params, x, y, g, K, cfg, way, window, step, on_beta)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -246,6 +256,7 @@ def train(
             if ckpt is not None:
                 state["wall"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
+            if ckpt is not None and D.is_main():
                 _atomic_save(
                     {
                         "fingerprint": cfg.fingerprint(),
@@ -289,35 +300,48 @@ def train_step(
     way: str,
     window: Window,
     step: int,
+    on_beta: Callable[[int, torch.Tensor], None] | None = None,
 ) -> None:
     """One step's gradient in ``p.grad`` (clipped), and its diagnostics in ``window``.
 
     The optimiser step is the caller's; ``cpt bench`` times exactly this function plus it.
+    ``x, y, g`` are this process's slice of the batch; the balancer sees the global batch.
     """
+
+    def agreed(beta: torch.Tensor) -> torch.Tensor:
+        if on_beta is not None:
+            on_beta(step, beta.detach().clone())
+        return D.broadcast(beta)  # rank 0's β: the same update on every rank, to the bit
+
     window.steps += 1
     diagnose = bool(cfg.diag_every) and step % cfg.diag_every == 0
     # With "expand" the per-group gradients come from the plain forward and backward pass (same
     # dropout draws), so a diagnostic step of ERM-like balancers takes its update from them too.
     if balancer.needs_gramian or (diagnose and way == "expand"):
-        gg = per_group_grads(model, x, y, g, K, params=params, way=way)
+        gg = D.global_group_grads(per_group_grads(model, x, y, g, K, params=params, way=way))
         if balancer.needs_gramian:
-            beta = balancer.weights(gg.losses, gg.gramian, gg.counts)
+            beta = agreed(balancer.weights(gg.losses, gg.gramian, gg.counts))
         else:
-            beta = balancer.weights(gg.losses, counts=gg.counts)
+            beta = agreed(balancer.weights(gg.losses, counts=gg.counts))
         set_combined_grad(params, gg.grads, beta.to(gg.grads.dtype))
         window.conflict.append(conflict_fraction(gg.grads, beta.to(gg.grads.dtype) @ gg.grads,
                                                  gg.counts))
         counts, losses = gg.counts, gg.losses
     else:
         per_sample = F.cross_entropy(model(x), y, reduction="none")
-        losses, counts = group_losses(per_sample, g, K)
-        beta = balancer.weights(losses.detach(), counts=counts)
-        (beta.to(losses.dtype) * losses).sum().backward()
-        losses = losses.detach()
+        local, local_counts = group_losses(per_sample, g, K)
+        losses, counts, _ = D.global_group_stats(local.detach(), local_counts)
+        beta = agreed(balancer.weights(losses, counts=counts))
+        # Σ_k β_k L_k of the global batch: this slice's share of each group's mean loss (all of
+        # it with one process), its gradient summed over the ranks.
+        share = (local_counts / counts.clamp(min=1)).to(local.dtype)
+        (beta.to(local.dtype) * share * local).sum().backward()
+        D.all_reduce_grads(params)
         if diagnose:
             # Diagnostics only: computed under a forked RNG so they never change training.
             with torch.random.fork_rng():
-                grads = per_group_grads(model, x, y, g, K, params=params, way=way).grads
+                grads = D.global_group_grads(
+                    per_group_grads(model, x, y, g, K, params=params, way=way)).grads
             window.conflict.append(conflict_fraction(grads, beta.to(grads.dtype) @ grads, counts))
     torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
     info = getattr(balancer, "info", {}) or {}
