@@ -103,3 +103,27 @@ def exclusive_lock(path: Path | str, what: str) -> Iterator[Path]:
             yield path
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def silenced_fd(fd: int) -> Iterator[None]:
+    """Send what C/C++ code writes straight to file descriptor ``fd`` (1 or 2) to /dev/null
+    for the block: HiGHS's banner, the profiler's start/stop lines. Python's own stream is
+    flushed first so nothing of ours is lost."""
+    import sys
+
+    stream = {1: sys.stdout, 2: sys.stderr}.get(fd)
+    if stream is not None:
+        stream.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no such descriptor: nothing to hide
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)

@@ -14,13 +14,10 @@ classes only select the present groups, convert tensors and record ``info``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import highspy
@@ -28,6 +25,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 from torch import Tensor
+
+from cptlib import _io
 
 logger = logging.getLogger(__name__)
 
@@ -172,32 +171,12 @@ def _highs() -> highspy.Highs:
     """This thread's HiGHS solver, created on first use with the banner it prints kept quiet."""
     solver = getattr(_HIGHS, "solver", None)
     if solver is None:
-        with _quiet_fd1():
+        with _io.silenced_fd(1):
             solver = highspy.Highs()
         for name, value in _LP_OPTIONS.items():
             solver.setOptionValue(name, value)
         _HIGHS.solver = solver
     return solver
-
-
-@contextlib.contextmanager
-def _quiet_fd1() -> Iterator[None]:
-    """Hide what HiGHS's constructor writes straight to file descriptor 1 (its banner, which
-    would otherwise land in every executed notebook and in ``cpt`` output)."""
-    if sys.stdout is not None:
-        sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no file descriptor 1: nothing to hide
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _simplex_lp(

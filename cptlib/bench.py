@@ -21,8 +21,6 @@ whole run's max RSS is recorded in the metadata). It is measured in the last war
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import platform
 import re
@@ -30,14 +28,20 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from cptlib import _io
+from cptlib._env import processor, show_progress
+from cptlib.balancers import CPT
+from cptlib.grads import expand_supported
+from cptlib.models import build_model
+from cptlib.train import TrainConfig, Window, make_balancer, train_step
 
 METHODS = ("erm", "groupdro", "cpt-expand", "cpt-split", "cpt-naive")
 BALANCER_ONLY = "balancer-only"
@@ -325,20 +329,6 @@ def time_case(case: Case, device: str) -> float:
     return time.perf_counter() - start
 
 
-@contextmanager
-def _quiet_fd2() -> Iterator[None]:
-    """Hide what the profiler's C++ side writes straight to file descriptor 2 at start/stop."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def step_peak_mb(case: Case, device: str) -> float:
     """Peak tensor memory (MiB) allocated during one call above what was live before it."""
     if device.startswith("cuda"):
@@ -351,12 +341,12 @@ def step_peak_mb(case: Case, device: str) -> float:
     from torch.profiler import ProfilerActivity, profile
 
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _quiet_fd2():
+    with _io.silenced_fd(2):
         prof.start()
     try:
         case()
     finally:
-        with _quiet_fd2():
+        with _io.silenced_fd(2):
             prof.stop()
     # self_cpu_memory_usage excludes children, so summing over all events counts each once.
     events = ((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events())
@@ -402,8 +392,6 @@ class StepCase:
     step: int = 0
 
     def __post_init__(self) -> None:
-        from cptlib.train import TrainConfig, Window, make_balancer
-
         name, _, way = self.method.partition("-")
         self.way = way or "auto"  # ERM and GroupDRO compute no per-group gradients here
         self.cfg = TrainConfig(method=name, grad_way=self.way, diag_every=0,
@@ -415,8 +403,6 @@ class StepCase:
 
     def __call__(self) -> None:
         """What ``cptlib.train.train`` does per step, minus drawing the batch."""
-        from cptlib.train import train_step
-
         train_step(self.model, self.balancer, self.params, self.x, self.y, self.g, self.n_groups,
                    self.cfg, self.way, self.window, self.step)
         self.opt.step()
@@ -435,15 +421,11 @@ def suite_inputs(suite: StepSuite, model: torch.nn.Module, gen: torch.Generator)
 
 def suite_methods(suite: StepSuite, model: torch.nn.Module) -> tuple[str, ...]:
     """The suite's methods that apply to ``model``: "cpt-expand" only where way "expand" does."""
-    from cptlib.grads import expand_supported
-
     return tuple(m for m in suite.methods if m != "cpt-expand" or expand_supported(model))
 
 
 def _step_cases(suite: StepSuite, device: str, seed: int) -> tuple[list[Case], list[tuple]]:
     """Build the suite's model once and one case per (K, method); each K has its own batch."""
-    from cptlib.models import build_model
-
     model = build_model(suite.model, suite.num_classes, pretrained=False,
                         **dict(suite.options)).to(device)
     model.train()
@@ -468,8 +450,6 @@ def _balancer_cases(suite: BalancerSuite, seed: int, variants: int = 8) -> list[
     Gradients share a random common direction plus noise (as groups of one task do), so
     some pairs conflict and others agree; losses are drawn in [0.2, 2].
     """
-    from cptlib.balancers import CPT
-
     cases: list[Case] = []
     for k in suite.groups:
         gen = torch.Generator().manual_seed(seed * 1000 + k)
@@ -492,9 +472,7 @@ def _balancer_cases(suite: BalancerSuite, seed: int, variants: int = 8) -> list[
 def _progress_bar(total: int, desc: str, progress: bool | None) -> Any:
     from tqdm.auto import tqdm
 
-    from cptlib.train import show_progress
-
-    show = show_progress() if progress is None else progress
+    show = show_progress(progress)
     return tqdm(total=total, desc=desc, disable=not show, leave=False)
 
 
@@ -530,16 +508,6 @@ def run_plan(plan: Plan, progress: bool | None = None) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _max_rss_mb() -> float:
     """The process's RSS high-water mark (ru_maxrss: KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -550,7 +518,7 @@ def machine_info(device: str) -> dict[str, Any]:
     """Where and when the numbers were measured."""
     cuda = device.startswith("cuda")
     return {
-        "cpu": _cpu_model(),
+        "cpu": processor(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -571,17 +539,6 @@ def _load_avg() -> list[float] | None:
         return None
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN / inf become null, so the file is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def benchmark(plan: Plan, progress: bool | None = None) -> dict[str, Any]:
     """Run ``plan``; return ``{"machine": {...}, "rows": [...]}`` (what the JSON file holds)."""
     machine = machine_info(plan.device)
@@ -594,17 +551,12 @@ def benchmark(plan: Plan, progress: bool | None = None) -> dict[str, Any]:
         cpu_time_s=round(time.process_time() - cpu_start, 1),
         max_rss_mb=round(_max_rss_mb(), 1), plan=asdict(plan),
     )
-    return _jsonable({"machine": machine, "rows": rows})
+    return _io.jsonable({"machine": machine, "rows": rows})
 
 
 def write_json(result: Mapping[str, Any], path: str | Path) -> Path:
-    """Write the result atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write the result atomically (strict JSON)."""
+    return _io.write_json(path, result)
 
 
 def report(result: Mapping[str, Any]) -> str:
@@ -653,9 +605,3 @@ def gpu_main(argv: Sequence[str] | None = None) -> int:
     path = Path(args.out) / f"gpu-{device_slug(result['machine']['device'])}.json"
     print(f"wrote {write_json(result, path)}")
     return 0
-
-
-if __name__ == "__main__":
-    from cptlib.cli import main as cli_main
-
-    sys.exit(cli_main(["bench", *sys.argv[1:]]))

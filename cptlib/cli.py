@@ -41,8 +41,35 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slurm_resources(args: argparse.Namespace):
+    from cptlib.launch.slurm import SlurmResources  # lazy: submitit, for Slurm users only
+
+    return SlurmResources(partition=args.partition, gpus_per_run=args.gpus_per_run,
+                          cpus_per_run=args.cpus_per_run, mem_gb=args.mem_gb,
+                          time_min=args.time_min, array_parallelism=args.array_parallelism)
+
+
+def _slurm_folder(spec: RunSpec) -> Path:
+    """submitit's pickles, logs and ``jobs.json``, beside the profile's records."""
+    return spec.results_dir / spec.profile / "slurm"
+
+
+def _on_slurm(specs: list[RunSpec], args: argparse.Namespace) -> int:
+    from cptlib.launch import slurm  # lazy: see _slurm_resources
+
+    resources = _slurm_resources(args)  # a bad value is one line, before anything is submitted
+    if not specs:
+        print("nothing to run")
+        return 0
+    result = slurm.sweep(specs, _slurm_folder(specs[0]), resources)
+    print(result.summary())
+    return 0 if result.ok else EXIT_RUN_FAILED
+
+
 def _run(args: argparse.Namespace) -> int:
     spec = RunSpec.build(args.experiment, args.profile, parse_overrides(args.param))
+    if args.launcher == "slurm":
+        return _on_slurm([spec], args)
     from cptlib.runs.execute import execute  # lazy: papermill, only once the spec is valid
 
     print(f"running {spec.label()} at profile {args.profile} [{spec.run_id}] …",
@@ -52,9 +79,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from cptlib.runs.sweep import sweep  # lazy: see _data
+    from cptlib.runs import sweep as local  # lazy: see _data
+    from cptlib.runs.profiles import profile_runs
 
-    result = sweep(args.profile, args.only, force=args.force, jobs=args.jobs)
+    if args.status or args.launcher == "slurm":
+        specs = profile_runs(args.profile, args.only)
+        if args.status:
+            from cptlib.launch import slurm  # lazy: see _slurm_resources
+
+            folder = _slurm_folder(specs[0]) if specs else Path(".")
+            print(slurm.format_status(slurm.status(specs, folder)))
+            return 0
+        todo = [s for s in specs if args.force or not local.is_done(s)]
+        return _on_slurm(todo, args)
+    result = local.sweep(args.profile, args.only, force=args.force, jobs=args.jobs)
     print(result.summary())
     return 0 if result.ok else EXIT_RUN_FAILED
 
@@ -84,6 +122,19 @@ def _bench(args: argparse.Namespace) -> int:
     from cptlib.bench import main as bench_main  # lazy: see _data
 
     return bench_main(args)
+
+
+def _launcher_options(p: argparse.ArgumentParser) -> None:
+    """Where the runs execute: here (``local``) or as one Slurm job array (``slurm``)."""
+    g = p.add_argument_group("launcher (see the book's 'Running on a cluster' page)")
+    g.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    g.add_argument("--partition", help="Slurm partition")
+    g.add_argument("--gpus-per-run", type=int, default=0)
+    g.add_argument("--cpus-per-run", type=int, default=1)
+    g.add_argument("--mem-gb", type=float, help="memory per run (GB)")
+    g.add_argument("--time-min", type=int, default=240, help="time limit per run (minutes)")
+    g.add_argument("--array-parallelism", type=int, default=32,
+                   help="at most this many runs of the array at once")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -122,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="parameter override, value parsed as YAML (e.g. -p c=[1,1,4,1])")
     r.add_argument("-v", "--verbose", action="store_true", help="stream the notebook's output")
+    _launcher_options(r)
     r.set_defaults(func=_run)
 
     s = sub.add_parser("sweep", help="every run a profile lists, skipping up-to-date ones")
@@ -129,6 +181,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--only", metavar="EXPERIMENT", help="only this experiment's runs")
     s.add_argument("--force", action="store_true", help="rerun runs whose record exists")
     s.add_argument("--jobs", type=int, help="runs side by side (default: one per core)")
+    s.add_argument("--status", action="store_true",
+                   help="per run: done / queued / running / failed (Slurm sweeps), then exit")
+    _launcher_options(s)
     s.set_defaults(func=_sweep)
 
     b = sub.add_parser("book", help="sweep, summaries, then the jupyter-book build")

@@ -83,3 +83,21 @@ def test_debug_shows_the_traceback(project, tmp_path):
     out = subprocess.run([sys.executable, "-m", "cptlib.cli", "run", "synthetic", "-p",
                           "steps=-1"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "synthetic", "--launcher", "slurm", "--cpus-per-run", "0"],
+     "cpus_per_run must be an integer >= 1"),
+    (["sweep", "--profile", "smoke", "--launcher", "slurm", "--time-min", "0"],
+     "time_min must be an integer >= 1"),
+    (["sweep", "--launcher", "pbs"], "invalid choice: 'pbs'"),
+])
+def test_bad_launcher_options_are_one_line_before_anything_is_submitted(argv, message, project,
+                                                                       tmp_path):
+    env = {**os.environ, "CPT_PROJECT": str(project), "CPT_CACHE": str(tmp_path / "cache")}
+    before = _tree(project)
+    out = subprocess.run([sys.executable, "-m", "cptlib.cli", *argv], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, \
+        out.stderr
+    assert _tree(project) == before

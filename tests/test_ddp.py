@@ -17,8 +17,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cptlib import distributed as D
-from cptlib.experiment import build, load_data, split_params
-from cptlib.sweep import make_spec
+from cptlib.runs.inputs import build_model, load_data
+from cptlib.runs.spec import RunSpec
 from cptlib.train import train
 
 CASES = {  # name: overrides of the smoke synthetic run
@@ -32,13 +32,13 @@ CASES = {  # name: overrides of the smoke synthetic run
 
 def run_case(name: str) -> dict:
     """Train one case (in whatever process group is active) and keep what must agree."""
-    params = make_spec("synthetic", "smoke", {
+    spec = RunSpec.build("synthetic", "smoke", {
         **CASES[name], "steps": 6, "eval_every": 3, "batch_size": 16, "seed": 1,
         "model_options": {"pretrained": False, "prompt_tokens": 2, "deep": True,
-                          "prompt_dropout": 0.0}}).params
-    exp, cfg = split_params({k: v for k, v in params.items() if k != "notebook"})
-    data = load_data(exp)
-    model = build(exp, data, cfg.seed)
+                          "prompt_dropout": 0.0}})
+    cfg = spec.train_config()
+    data = load_data(spec)
+    model = build_model(spec, data.train.n_classes)
     betas: list[tuple[int, torch.Tensor]] = []
     out = train(model, data.train, data.val, data.test, cfg, progress=False,
                 on_beta=lambda step, beta: betas.append((step, beta)))

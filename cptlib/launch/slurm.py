@@ -28,6 +28,9 @@ from typing import Any, Protocol
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError, pickle_load
 
+from cptlib.runs.execute import execute
+from cptlib.runs.sweep import is_done
+
 STATE_FILE = "jobs.json"
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESIZING",
           "SUSPENDED"}
@@ -54,17 +57,11 @@ Execute = Callable[[Any], Path]
 
 def default_execute() -> Execute:
     """The project's way to execute one spec in this process (papermill; raises on failure)."""
-    try:
-        from cptlib.runs.execute import execute  # type: ignore[import-not-found]
-    except ImportError:
-        from cptlib.sweep import execute
     return execute
 
 
 def default_is_done(spec: Any) -> bool:
     """Finished = an up-to-date record exists (the same test the local sweep uses)."""
-    from cptlib.sweep import is_done
-
     return is_done(spec)
 
 

@@ -237,6 +237,7 @@ def build_quick(
     ``pretrained=True`` loads the file ``ensure_quick_backbone()`` returns (building it on first
     use); ``backbone_cfg`` overrides the architecture for random-weight smoke models only.
     """
+    # lazy: the embedded backbone (and its synthetic pretraining data) only for "quick"
     from cptlib.models.quick_backbone import create_quick_backbone, ensure_quick_backbone
 
     if pretrained and backbone_cfg:

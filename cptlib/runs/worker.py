@@ -17,12 +17,13 @@ from typing import Any
 import pandas as pd
 import torch
 
+from cptlib import distributed as D
 from cptlib import records
 from cptlib._env import provenance
 from cptlib.config import C_METHODS
 from cptlib.models import count_trainable, save_adapter
 from cptlib.runs.inputs import Data, build_model, load_data
-from cptlib.runs.spec import RunSpec
+from cptlib.runs.spec import RunSpec, parse_overrides
 from cptlib.train import train
 
 # The code that determines a run's numbers; editing plots, the CLI or the sweep does not
@@ -85,6 +86,7 @@ def run_training(experiment: str, profile: str = "smoke",
                  notebook: str | None = None, progress: bool | None = None) -> Run:
     """Train one run and write its record and adapter atomically."""
     spec = spec_for(experiment, profile, overrides, run_id)
+    D.init_from_env()  # several processes under torchrun (one run, several GPUs); else a no-op
     if os.environ.get("CPT_TORCH_THREADS"):  # set by a sweep running several runs at once
         torch.set_num_threads(int(os.environ["CPT_TORCH_THREADS"]))
     path = spec.record_path
@@ -99,7 +101,9 @@ def run_training(experiment: str, profile: str = "smoke",
     out = train(model, data.train, data.val, data.test, cfg, checkpoint=ckpt, progress=progress)
     model.load_state_dict(out["best_state"], strict=False)
     adapter = path.with_suffix(".safetensors")
-    save_adapter(model, adapter, c=cfg.c, method=cfg.method, run_id=path.stem)
+    if D.is_main():  # every rank has the same result; one writes it
+        save_adapter(model, adapter, c=cfg.c, method=cfg.method, run_id=path.stem)
+    D.barrier()
     record = records.RunRecord(
         experiment=spec.experiment,
         profile=spec.profile,
@@ -128,9 +132,11 @@ def run_training(experiment: str, profile: str = "smoke",
         provenance=provenance(),
         notebook=_notebook_name(notebook),
     )
-    records.write_record(record, path)
-    ckpt.unlink(missing_ok=True)
-    _remove_if_empty(ckpt.parent)
+    if D.is_main():
+        records.write_record(record, path)
+        ckpt.unlink(missing_ok=True)
+        _remove_if_empty(ckpt.parent)
+    D.barrier()
     return Run(spec=spec, data=data, model=model, record=record.to_dict())
 
 
@@ -162,3 +168,23 @@ def toy_record(spec: RunSpec, trajectories: pd.DataFrame, *,
     )
     records.write_record(record, spec.record_path)
     return record.to_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``torchrun --nproc_per_node N -m cptlib.runs.worker EXPERIMENT [--profile P] [-p K=V]``:
+    one run on several processes (GPUs) without a notebook; rank 0 writes the record."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cptlib.runs.worker", description=main.__doc__)
+    p.add_argument("experiment")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    run = run_training(args.experiment, args.profile, parse_overrides(args.param))
+    if D.is_main():
+        print(run.record_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
