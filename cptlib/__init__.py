@@ -2,7 +2,9 @@
 
 Modules: ``balancers`` (CPT and baselines), ``grads`` (per-group gradients), ``models``
 (prompt-tuned backbones), ``data`` (group-aware datasets), ``train`` (the training loop),
-``metrics``, ``records`` (run records), ``plots``, ``cli`` (the ``cpt`` command).
+``metrics``, ``records`` (run records), ``runs`` (registry, run specs, sweeps), ``launch``
+(Slurm), ``analysis`` (statistics, pandas only), ``report`` (figures), ``cli`` (the ``cpt``
+command). ARCHITECTURE.md draws the layers.
 """
 
 __version__ = "0.1.0"

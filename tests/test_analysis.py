@@ -175,30 +175,36 @@ def test_per_group_table_of_one_record(runs):
     assert table["test acc. (%), last"].tolist() == [f"{100 * v:.1f}" for v in last]
 
 
-def test_bench_targets_compare_each_way_with_its_limit():
+def test_bench_targets_compare_each_model_and_way_with_its_limit():
     rows = pd.DataFrame([
         {"model": "quick", "method": "cpt-expand", "groups": 16, "median_s": 0.1,
          "ratio_to_erm": 1.02},
         {"model": "quick", "method": "cpt-split", "groups": 16, "median_s": 0.2,
          "ratio_to_erm": 1.76},
         {"model": "quick", "method": "cpt-split", "groups": 4, "median_s": 0.1,
-         "ratio_to_erm": 1.2},  # at the limit: met
+         "ratio_to_erm": 1.1},  # at the limit: met
+        {"model": "minilm", "method": "cpt-expand", "groups": 4, "median_s": 0.1, "batch": 32,
+         "ratio_to_erm": 1.05},  # the text model's quick batch is 32
         {"model": "vit_base_patch16_224", "method": "cpt-split", "groups": 4, "median_s": 2.0,
-         "ratio_to_erm": 9.0},  # another model: not a target row
+         "batch": 4, "ratio_to_erm": 9.0},  # not at a quick shape: not a target row
         {"model": "quick", "method": "cpt-naive", "groups": 4, "median_s": 0.1, "batch": 32,
          "ratio_to_erm": 2.0},  # a smoke bench's batch: the targets are for batch 64
-        {"model": "none", "method": "balancer-only", "groups": 4, "median_s": 0.0025,
+        {"model": "none", "method": "balancer-only", "groups": 16, "median_s": 0.0025,
+         "ratio_to_erm": None},
+        {"model": "none", "method": "balancer-only", "groups": 64, "median_s": 0.0004,
          "ratio_to_erm": None},
     ])
     rows["batch"] = rows["batch"].fillna(64)
     table = analysis.bench_targets(rows)
-    assert table.loc[("CPT step / ERM step", 16, "cpt-expand"), "met"] == "yes"
-    assert table.loc[("CPT step / ERM step", 16, "cpt-split"), "met"] == "no"
-    assert table.loc[("CPT step / ERM step", 4, "cpt-split"), "met"] == "yes"
-    assert table.loc[("balancer time per step (ms)", 4, "balancer-only"), "measured"] == 2.5
-    assert table.loc[("balancer time per step (ms)", 4, "balancer-only"), "met"] == "no"
-    assert len(table) == 4
-    assert isinstance(analysis.bench_targets(rows.iloc[3:5]), analysis.Note)
+    assert table.loc[("CPT step / ERM step", 16, "quick: cpt-expand"), "met"] == "yes"
+    assert table.loc[("CPT step / ERM step", 16, "quick: cpt-split"), "met"] == "no"
+    assert table.loc[("CPT step / ERM step", 4, "quick: cpt-split"), "met"] == "yes"
+    assert table.loc[("CPT step / ERM step", 4, "minilm: cpt-expand"), "met"] == "yes"
+    assert table.loc[("balancer time per step (ms)", 16, "balancer-only"), "measured"] == 2.5
+    assert table.loc[("balancer time per step (ms)", 16, "balancer-only"), "met"] == "no"
+    assert table.loc[("balancer time per step (ms)", 64, "balancer-only"), "met"] == "yes"
+    assert len(table) == 6
+    assert isinstance(analysis.bench_targets(rows.iloc[4:6]), analysis.Note)
 
 
 def test_bench_section_says_where_it_was_measured_or_how_to_measure(tmp_path):
