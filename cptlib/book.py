@@ -17,8 +17,9 @@ from pathlib import Path
 
 import nbformat
 
-from cptlib import _io, records
+from cptlib import _io, analysis, records
 from cptlib._env import provenance
+from cptlib.analysis import verdicts
 from cptlib.models import trainable_table
 from cptlib.paths import project_root, results_root
 from cptlib.runs import experiments
@@ -162,6 +163,12 @@ def provenance_text(profile: str, results: Path, seconds: float,
     )
 
 
+def write_verdicts(stage: Path, profile: str, results: Path) -> Path:
+    """``runs/verdicts.md``: the claims and their verdicts, included by the landing page."""
+    text = verdicts.landing_text(lambda e: analysis.load_runs(results, profile, e), profile)
+    return _io.atomic_write(stage / "runs" / "verdicts.md", text)
+
+
 def write_provenance(stage: Path, profile: str, results: Path, seconds: float) -> Path:
     """``runs/provenance.md``, included by the landing and reproduce pages."""
     path = stage / "runs" / "provenance.md"
@@ -195,6 +202,7 @@ def build_book(
     copy_featured_runs(stage, profile)
     write_trainable_table(results, profile)
     execute_summaries(stage, profile, results, force=force)
+    write_verdicts(stage, profile, results)
     write_provenance(stage, profile, results, time.perf_counter() - started)
     index = build_html(stage, strict=strict)
     if not result.ok:

@@ -21,6 +21,7 @@ import yaml
 
 from cptlib import book
 from cptlib.paths import project_root
+from cptlib.runs import experiments
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_records import write_fake_results  # noqa: E402
@@ -53,6 +54,8 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
         _placeholder(stage / "runs" / f"{page}.ipynb", title)
     executed = book.execute_summaries(stage, "smoke", results)
     assert sorted(executed) == sorted(book.SUMMARIES)
+    book.write_verdicts(stage, "smoke", results)
+    book.write_provenance(stage, "smoke", results, 61.0)
     index = book.build_html(stage)
     return stage, index
 
@@ -102,7 +105,8 @@ def test_toc_lists_every_chapter_in_order():
     expected = ["intro", "method", "runs/toy", "runs/benchmark", "runs/synthetic_run",
                 "runs/controllability", "runs/dynamics", "runs/efficiency", "models",
                 "runs/text", "runs/text_run"]
-    expected += [f"runs/paper_{e}" for e in book.PAPER_EXPERIMENTS] + ["reproduce"]
+    expected += [f"runs/paper_{e.name}" for e in experiments.paper_experiments()]
+    expected += ["reproduce", "cluster"]
     assert files == expected
     summaries = {f"runs/{page}" for page in book.SUMMARIES}
     assert summaries <= set(files), "a summary chapter is missing from _toc.yml"
@@ -194,3 +198,12 @@ def test_figures_have_alt_text(built):
         alts = re.findall(r'<img[^>]*\balt="([^"]*)"', html)
         assert alts, f"{page}: no image with alt text"
         assert all(len(a.split()) >= 4 for a in alts), f"{page}: alt text is not prose: {alts}"
+
+
+def test_landing_page_opens_with_verdicts_and_ends_with_provenance(built):
+    stage, index = built
+    text = _text(index.parent / "intro.html")
+    assert "Verdicts at a glance" in text and "CPT raises the worst group over ERM" in text
+    assert any(word in text for word in ("holds", "does not hold", "cannot be told"))
+    assert "This book was built at the smoke profile" in text and "1.0 min" in text
+    assert "This book was built" in _text(index.parent / "reproduce.html")

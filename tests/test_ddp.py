@@ -63,7 +63,7 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     single = {name: run_case(name) for name in CASES}
     mp.spawn(_rank_main, args=(2, str(tmp / "pg"), str(tmp)), nprocs=2, join=True)
-    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
     return single, ranks
 
 

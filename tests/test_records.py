@@ -151,8 +151,9 @@ def test_git_state_outside_and_inside_a_repository(tmp_path):
 
 def test_write_record_is_valid_json_with_nan_as_null(tmp_path):
     path = tmp_path / "deep" / "folder" / "r.json"
-    record = {"params": {"c": None}, "metrics": {"test": {"auroc": math.nan, "x": np.float64(1.5),
-                                                          "acc": [0.5, float("inf")]}}}
+    record = {"experiment": "x", "profile": "smoke", "run_id": "r", "params": {"c": None},
+              "metrics": {"test": {"auroc": math.nan, "x": np.float64(1.5),
+                                   "acc": [0.5, float("inf")]}}}
     assert records.write_record(record, path) == path
 
     def no_constants(name):
@@ -165,7 +166,8 @@ def test_write_record_is_valid_json_with_nan_as_null(tmp_path):
 
 def test_failed_write_leaves_old_record_and_no_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
-    records.write_record({"params": {}, "version": 1}, path)
+    base = {"experiment": "x", "profile": "smoke", "run_id": "r", "params": {}, "metrics": {}}
+    records.write_record({**base, "notebook": "1"}, path)
     old = path.read_bytes()
 
     def crash(*_args, **_kwargs):
@@ -173,13 +175,13 @@ def test_failed_write_leaves_old_record_and_no_partial_file(tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated crash"):
-        records.write_record({"params": {}, "version": 2}, path)
+        records.write_record({**base, "notebook": "2"}, path)
     monkeypatch.undo()
     assert path.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
     with pytest.raises(TypeError):  # a value JSON cannot hold fails before touching the file
-        records.write_record({"params": {}, "version": object()}, path)
+        records.write_record({**base, "notebook": object()}, path)
     assert path.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
 
@@ -306,3 +308,34 @@ def test_format_mean_se():
 def test_vector_str():
     assert records.vector_str([1.0, 1, 4.0, 0.5]) == "1,1,4,0.5"
     assert records.vector_str(None) == "none"
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def test_records_carry_their_schema_and_older_ones_are_upgraded(tmp_path):
+    base = {"experiment": "x", "profile": "smoke", "run_id": "r", "params": {}, "metrics": {}}
+    path = records.write_record(base, tmp_path / "r.json")
+    assert json.loads(path.read_text())["schema"] == records.SCHEMA
+    assert next(iter(json.loads(path.read_text()))) == "schema"  # first, for a reader's eye
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(base))  # the unnamed shape of the first round
+    upgraded = records.read_record(old)
+    assert upgraded["schema"] == records.SCHEMA and "split_group_counts" not in upgraded
+    assert records.load_record(old).split_group_counts is None
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"schema": "cptlib-run/9"}, "schema 'cptlib-run/9'.*does not read"),
+    ({"colour": "red"}, r"unknown field\(s\) \['colour'\]"),
+    ({"run_id": None, "experiment": None}, None),
+])
+def test_a_record_of_another_shape_is_refused_with_its_reason(tmp_path, change, message):
+    base = {"experiment": "x", "profile": "smoke", "run_id": "r", "params": {}, "metrics": {}}
+    path = tmp_path / "r.json"
+    data = {**base, **change}
+    for key in [k for k, v in change.items() if v is None]:
+        del data[key]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message or r"lacks field\(s\)"):
+        records.read_record(path)

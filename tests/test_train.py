@@ -50,7 +50,7 @@ def run(cfg: TrainConfig, **kwargs):
         ({"steps": 0}, "steps"),
         ({"method": "nope"}, "nope"),
         ({"method": "cpt", "c": [1.0, 1.0]}, "c has 2 entries"),
-        ({"method": "cpt", "c": [1.0, -1.0, 1.0, 1.0]}, "strictly positive"),
+        ({"method": "cpt", "c": [1.0, -1.0, 1.0, 1.0]}, r"c\[1\] must be a finite number > 0"),
         ({"method": "cpt", "c": [1.0, float("nan"), 1.0, 1.0]}, "finite"),
         ({"grad_way": "fast"}, "grad_way"),
         ({"warmup_steps": 50, "steps": 20}, "warmup_steps"),

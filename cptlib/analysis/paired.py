@@ -52,6 +52,18 @@ def _by_seed(runs: pd.DataFrame, metric: str, seed: str, name: str) -> pd.Series
     return values
 
 
+def mean_interval(values: pd.Series | Sequence[float],
+                  level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) of ``values`` with a t interval at ``level`` (n − 1 degrees of
+    freedom); NaNs are dropped, and the interval is NaN for fewer than two values."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    n = len(v)
+    mean = float(v.mean()) if n else math.nan
+    se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se if n > 1 else math.nan
+    return mean, mean - half, mean + half, n
+
+
 def verdict(treatment: str, ci_low: float, ci_high: float, n: int) -> str:
     """What the interval lets a sentence say: higher, lower, or not distinguishable."""
     if n < 2:
@@ -78,11 +90,8 @@ def paired_difference(
     if common.empty:
         raise ValueError(f"{treatment_name} and {baseline_name} share no seed with a {metric}")
     diff = (t[common] - b[common]).rename(metric)
-    n = len(diff)
-    mean = float(diff.mean())
+    mean, low, high, n = mean_interval(diff, level)
     se = float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se if n > 1 else math.nan
-    low, high = mean - half, mean + half
     unpaired = len(t) + len(b) - 2 * n
     return PairedDifference(treatment_name, baseline_name, metric, diff, mean, se, low, high,
                             level, n, unpaired, verdict(treatment_name, low, high, n))

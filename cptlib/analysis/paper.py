@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from cptlib import records
 from cptlib.analysis.labels import CONTROLLED, DATASET_TITLES, model_title, run_label
+from cptlib.analysis.text import Note
 
 
 def _flat_params(params: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, str]]:
@@ -67,3 +70,42 @@ def paper_title(dataset: str, params: dict[str, Any]) -> str:
     name = DATASET_TITLES.get(dataset, dataset)
     model = params.get("model")
     return f"{name}, {model_title(model)}" if model else name
+
+
+def cost_text(params: dict[str, Any], data_note: str, gpu: pd.DataFrame) -> Note:
+    """What a run of this experiment costs before anyone starts it: hardware, data and time,
+    each from a measurement (the GPU benchmark) or plainly "not measured"."""
+    model = params.get("model")
+    rows = gpu[gpu["model"] == model] if not gpu.empty and "model" in gpu else gpu.iloc[0:0]
+    if rows.empty:
+        speed = ("not measured: no GPU benchmark of this model exists yet "
+                 "(`python scripts/bench_gpu.py` on a GPU writes one)")
+        memory = "not measured"
+    else:
+        best = rows.sort_values("median_s").iloc[0]
+        batch = float(best.get("batch", 1) or 1)
+        speed = (f"{batch / float(best['median_s']):.0f} images per second per step of "
+                 f"`{best['method']}` at batch {batch:g} (GPU benchmark, random weights)")
+        memory = f"{float(rows['peak_mem_mb'].max()) / 1024:.1f} GiB at most over the methods"
+    return Note("\n".join([
+        "| before you run it | |", "|---|---|",
+        f"| hardware | one GPU (model `{model}` with its pretrained weights from the hub) |",
+        f"| data | {data_note or 'see the dataset chapter'} (prepared once with `cpt data`) |",
+        f"| speed | {speed} |", f"| peak GPU memory | {memory} |",
+        "| hours per run | not measured (no paper-scale run has been made with this code) |",
+    ]))
+
+
+def reported_numbers(experiment: str, path: Path) -> pd.DataFrame | Note:
+    """The paper's own numbers for this experiment, with their source, once someone has
+    transcribed them into ``path`` (YAML: experiment → rows of method, metric, value, source)."""
+    data = yaml.safe_load(path.read_text()) if path.exists() else None
+    rows = (data or {}).get(experiment) or []
+    if not rows:
+        return Note(f"**The paper's reported numbers: not transcribed.** Add them with their "
+                    f"source (table and version of arXiv 2403.02695) under `{experiment}:` in "
+                    f"`{path.name}` to show them here beside the study's.")
+    missing = [r for r in rows if not r.get("source")]
+    if missing:
+        raise ValueError(f"{path}: every reported number of {experiment} needs a 'source'")
+    return pd.DataFrame(rows).set_index(["method", "metric"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cptlib import records
+from cptlib.analysis.control import non_uniformity
 from cptlib.analysis.labels import METHOD_NAMES, c_values
 
 
@@ -39,7 +40,7 @@ def toy_endpoint_table(df: pd.DataFrame) -> pd.DataFrame:
         cv = c_values(c)
         if len(cv) != len(losses):
             raise ValueError(f"c = ({c}) has {len(cv)} entries for {len(losses)} losses")
-        mu = float(run.sort_values("step")["mu"].iloc[-1])  # toy.run's own μ of that step
+        mu = non_uniformity(end, cv)
         target = (1 / cv) / (1 / cv).sum()
         for k, name in enumerate(losses):
             rows.append({"method": method, "c": f"({c})", "loss": name.replace("_", ""),

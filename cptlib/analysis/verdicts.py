@@ -1,0 +1,182 @@
+"""The paper's claims and what the records say about them: holds, does not hold, or cannot be
+told at this number of seeds.
+
+Every verdict is a paired comparison over seeds (``paired.paired_difference``: a seed means the
+same data order for every method) or a one-sample interval of paired changes, with a 95 % t
+interval. A claim *holds* when the interval lies on the claimed side of zero, *does not hold*
+when it lies on the other side, and *cannot be told* when it contains zero. The landing page
+and each results chapter open with these tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cptlib import records
+from cptlib.analysis.controllability import controllability_deltas
+from cptlib.analysis.paired import best_minus_last, mean_interval, paired_difference, steps_to_reach
+from cptlib.analysis.text import Note
+
+TREATMENT = "CPT(c=1)"
+WGA, AVG = "test.worst_group_acc", "test.avg_acc"
+#: The minority group has "learnt" once its validation accuracy reaches this (dynamics).
+MINORITY_LEVEL = 0.7
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim, the evidence for it (a mean difference with its interval) and the verdict."""
+
+    claim: str
+    evidence: str
+    verdict: str
+    chapter: str
+
+    def row(self) -> dict[str, str]:
+        return {"claim": self.claim, "evidence": self.evidence, "verdict": self.verdict,
+                "where": f"{{doc}}`/runs/{self.chapter}`"}
+
+
+def _judge(low: float, high: float, n: int, claimed_sign: int) -> str:
+    """Holds / does not hold / cannot be told, for a claim that the difference is > 0 (sign 1)
+    or < 0 (sign −1)."""
+    if n < 2 or math.isnan(low) or math.isnan(high):
+        return f"cannot be told ({'one seed' if n == 1 else 'no paired runs'})"
+    if low > 0 or high < 0:
+        return "holds" if (low > 0) == (claimed_sign > 0) else "does not hold"
+    return f"cannot be told at {n} seeds"
+
+
+def _points(mean: float, low: float, high: float, n: int, unit: str = "points") -> str:
+    return (f"{100 * mean:+.1f} {unit} (95 % CI {100 * low:+.1f} to {100 * high:+.1f}; "
+            f"{n} paired)")
+
+
+def _paired(runs: pd.DataFrame, treatment: str, baseline: str, metric: str,
+            claim: str, chapter: str, sign: int = 1) -> Verdict | None:
+    t, b = runs[runs["label"] == treatment], runs[runs["label"] == baseline]
+    if t.empty or b.empty or "seed" not in runs:
+        return None
+    try:
+        d = paired_difference(t, b, metric, treatment_name=treatment, baseline_name=baseline)
+    except ValueError:
+        return None
+    return Verdict(claim, f"{treatment} − {baseline}: " + _points(d.mean, d.ci_low, d.ci_high, d.n),
+                   _judge(d.ci_low, d.ci_high, d.n, sign), chapter)
+
+
+def benchmark_verdicts(runs: pd.DataFrame, chapter: str = "benchmark") -> list[Verdict]:
+    """CPT(c = 1) against every baseline, on the worst group; against GroupDRO on the average
+    (the paper: a high worst group without GroupDRO's loss of average accuracy)."""
+    found = [
+        _paired(runs, TREATMENT, "ERM", WGA, "CPT raises the worst group over ERM", chapter),
+        _paired(runs, TREATMENT, "ERM (group-balanced)", WGA,
+                "CPT's worst group beats group-balanced ERM's", chapter),
+        _paired(runs, TREATMENT, "GroupDRO", WGA, "CPT's worst group beats GroupDRO's", chapter),
+        _paired(runs, TREATMENT, "GroupDRO", AVG,
+                "CPT keeps a higher average accuracy than GroupDRO", chapter),
+        _paired(runs, TREATMENT, "Scalarized(c=1)", WGA,
+                "The balancer beats weighting the losses (Scalarized, same c)", chapter),
+        _paired(runs, TREATMENT, "MGDA", WGA, "CPT's worst group beats MGDA's", chapter),
+    ]
+    return [v for v in found if v is not None]
+
+
+def controllability_verdicts(runs: pd.DataFrame) -> list[Verdict]:
+    """Raising c_k raises group k (CPT), and does so more than weighting the losses by c."""
+    deltas = controllability_deltas(runs)
+    if deltas.empty:
+        return []
+    col = "Δ acc. last (points)"
+    out = []
+    cpt = deltas[deltas["method"] == "CPT"]
+    if not cpt.empty:
+        m = mean_interval(cpt[col] / 100)
+        out.append(Verdict("Raising c_k raises group k's test accuracy (CPT, last checkpoint)",
+                           "mean change of the raised group: " + _points(*m),
+                           _judge(m[1], m[2], m[3], 1), "controllability"))
+    keys = ["c", "seed", "group"]
+    both = cpt.merge(deltas[deltas["method"] == "Scalarized"], on=keys, suffixes=("", "_s"))
+    if not both.empty:
+        m = mean_interval((both[col] - both[col + "_s"]) / 100)
+        out.append(Verdict("c steers CPT more than it steers Scalarized (the same c)",
+                           "CPT's gain − Scalarized's gain on the raised group: " + _points(*m),
+                           _judge(m[1], m[2], m[3], 1), "controllability"))
+    return out
+
+
+def _minority(record: dict[str, Any]) -> int:
+    counts = record.get("train_group_counts") or []
+    return int(np.argmin(counts)) if counts else 0
+
+
+def dynamics_verdicts(runs: pd.DataFrame, read: Callable[[str], dict] = records.read_record,
+                      baseline: str = "ERM") -> list[Verdict]:
+    """The minority group learns earlier with CPT; CPT loses less after its peak."""
+    rows = []
+    for _, run in runs[runs["label"].isin([TREATMENT, baseline])].iterrows():
+        record = read(run["path"])
+        reached = steps_to_reach(record, [_minority(record)], MINORITY_LEVEL)
+        rows.append({"label": run["label"], "seed": run["seed"],
+                     "steps": math.nan if reached is None else float(reached),
+                     "loss_after_peak": best_minus_last(record)})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return []
+    out = []
+    for metric, claim, unit, scale in (
+        ("steps", f"The minority group reaches {MINORITY_LEVEL:.0%} validation accuracy in "
+                  f"fewer steps with CPT than with {baseline}", "steps", 1),
+        ("loss_after_peak", f"CPT loses less worst-group accuracy after its peak than {baseline}",
+         "points", 100),
+    ):
+        try:
+            d = paired_difference(table[table["label"] == TREATMENT],
+                                  table[table["label"] == baseline], metric)
+        except ValueError:
+            continue
+        evidence = (f"CPT − {baseline}: {scale * d.mean:+.1f} {unit} (95 % CI "
+                    f"{scale * d.ci_low:+.1f} to {scale * d.ci_high:+.1f}; {d.n} paired"
+                    + (f", {d.n_unpaired} runs never reached it" if metric == "steps"
+                       and d.n_unpaired else "") + ")")
+        out.append(Verdict(claim, evidence, _judge(d.ci_low, d.ci_high, d.n, -1), "dynamics"))
+    return out
+
+
+def verdict_table(verdicts: Sequence[Verdict], *, with_where: bool = False) -> Note:
+    """The verdicts as a Markdown table (a chapter's first output)."""
+    if not verdicts:
+        return Note("*No paired runs yet: no claim can be judged from these records.*")
+    head = "| claim | evidence (paired over seeds) | verdict |" + (" where |" if with_where else "")
+    rule = "|---|---|---|" + ("---|" if with_where else "")
+    lines = [head, rule]
+    for v in verdicts:
+        row = v.row()
+        cells = [row["claim"], row["evidence"], f"**{row['verdict']}**"]
+        lines.append("| " + " | ".join(cells + ([row["where"]] if with_where else [])) + " |")
+    return Note("\n".join(lines))
+
+
+def all_verdicts(load: Callable[[str], pd.DataFrame]) -> list[Verdict]:
+    """Every chapter's verdicts; ``load(experiment)`` gives that experiment's labelled runs."""
+    image, text = load("synthetic"), load("text")
+    found = benchmark_verdicts(image) + controllability_verdicts(image)
+    found += dynamics_verdicts(image) if not image.empty else []
+    found += [v for v in benchmark_verdicts(text, chapter="text")
+              if "ERM" in v.evidence.split(":")[0]]
+    return found
+
+
+def landing_text(load: Callable[[str], pd.DataFrame], profile: str) -> str:
+    """The landing page's verdicts: every claim at this profile, linked to its chapter."""
+    table = verdict_table(all_verdicts(load), with_where=True).text
+    return (f"At the **{profile}** profile, the records say this about the paper's claims "
+            "(each verdict is a paired comparison over seeds with a 95 % t interval: *holds* "
+            "when the interval lies on the claimed side of zero, *does not hold* when it lies "
+            "on the other, *cannot be told* when it contains zero):\n\n" + table + "\n")
