@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,8 +27,10 @@ from torch import nn
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
+from cptlib import _io
 from cptlib import balancers as B
 from cptlib import distributed as D
+from cptlib._env import show_progress
 from cptlib.config import TrainConfig
 from cptlib.data.samplers import sample_weights
 from cptlib.grads import (
@@ -143,10 +143,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    _io.atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 _CKPT_KEYS = ("fingerprint", "model", "opt", "sched", "balancer", "rng", "state")
@@ -169,10 +166,6 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
                          f"{path} to start this run afresh")
     return saved
 
-
-def show_progress() -> bool:
-    """Progress bars for people, not for CI logs or notebook outputs."""
-    return sys.stderr.isatty() and not os.environ.get("CI")
 
 
 def train(
@@ -232,7 +225,7 @@ def train(
         total=cfg.steps,
         initial=state["step"],
         desc=f"{cfg.method}",
-        disable=not (show_progress() if progress is None else progress) or not D.is_main(),
+        disable=not show_progress(progress) or not D.is_main(),
         leave=False,
     )
     t0 = time.perf_counter()

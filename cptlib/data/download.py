@@ -15,7 +15,6 @@ import json
 import os
 import re
 import stat
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from cptlib import __version__, _io
+from cptlib._env import show_progress
 from cptlib.paths import data_root
 
 MARKER = ".cpt-complete.json"
@@ -139,10 +139,6 @@ def verify(path: str | Path, sha256: str | None = None, md5: str | None = None) 
 
 # --------------------------------------------------------------------------- transfer
 
-
-def show_progress(progress: bool) -> bool:
-    """Bars only for a person watching: never in CI or when stderr is not a terminal."""
-    return progress and sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
 
 
 def download(

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from cptlib import _io
+from cptlib._env import show_progress
 from cptlib.data.download import MARKER as DATA_MARKER
 from cptlib.data.groups import GroupDataset
 from cptlib.data.partials import preparing
@@ -468,11 +468,6 @@ def generate(
 
     return publish(Path(root), fill)
 
-
-def show_progress(progress: bool) -> bool:
-    """Progress bars only for a person at a terminal, never in CI logs."""
-    in_ci = os.environ.get("CI", "").lower() in ("1", "true")
-    return progress and not in_ci and sys.stderr.isatty()
 
 
 def ensure_synthetic(

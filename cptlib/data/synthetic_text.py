@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cptlib._env import show_progress
 from cptlib.data.groups import GroupDataset
 from cptlib.data.synthetic import (
     MARKER,
@@ -31,7 +32,6 @@ from cptlib.data.synthetic import (
     publish,
     read_marker,
     rng_for,
-    show_progress,
     write_marker,
 )
 from cptlib.paths import data_root

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import submitit
 from submitit.core.utils import FailedJobError, UncompletedJobError, pickle_load
 
+from cptlib import _io
 from cptlib.runs.execute import execute
 from cptlib.runs.sweep import is_done
 
@@ -198,11 +199,7 @@ def read_state(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def _write_state(folder: Path, runs: dict[str, dict[str, Any]]) -> None:
-    path = Path(folder) / STATE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"runs": runs}, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    _io.write_json(Path(folder) / STATE_FILE, {"runs": runs}, sort_keys=True)
 
 
 def _job(folder: Path, job_id: str) -> submitit.SlurmJob:

@@ -10,7 +10,6 @@ spec, the tensors' names and shapes, the cptlib version and the caller's metadat
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 import cptlib
+from cptlib import _io
 
 FORMAT = "cptlib-adapter/1"
 _RESERVED = ("format", "spec", "params", "cptlib_version")
@@ -77,12 +77,7 @@ def save_adapter(model: nn.Module, path: str | Path, **metadata: Any) -> Path:
         "cptlib_version": cptlib.__version__,
         "metadata": _to_json(metadata),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_canonical(save(tensors, metadata=header)))
-    os.replace(tmp, path)
-    return path
+    return _io.atomic_write(Path(path), _canonical(save(tensors, metadata=header)))
 
 
 def _canonical(blob: bytes) -> bytes:

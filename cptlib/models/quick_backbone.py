@@ -20,11 +20,10 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import partial
@@ -39,12 +38,13 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from tqdm import tqdm
 
+from cptlib import _io
+from cptlib._env import show_progress
 from cptlib.data.synthetic import (
     BACKGROUNDS,
     DRAWING_VERSION,
     SHAPES,
     generate_arrays,
-    show_progress,
     to_normalized_tensor,
 )
 from cptlib.data.upstream import generate_upstream
@@ -443,14 +443,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
 
 def _build(path: Path, cfg: dict[str, Any], gates: Mapping[str, Any] | None,
            progress: bool) -> dict[str, Any]:
@@ -462,7 +454,7 @@ def _build(path: Path, cfg: dict[str, Any], gates: Mapping[str, Any] | None,
     metrics.update(linear_probe(backbone, gates))
     buf = io.BytesIO()  # saving to a named file would embed its name: bytes would differ
     torch.save(state, buf)
-    _atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
+    _io.atomic_write(path, buf.getvalue())
     meta = {
         "format": _SIDECAR_VERSION,
         "file": path.name,
@@ -478,7 +470,7 @@ def _build(path: Path, cfg: dict[str, Any], gates: Mapping[str, Any] | None,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    _atomic_write(sidecar_path(path), lambda p: p.write_text(text))
+    _io.atomic_write(sidecar_path(path), text)
     return meta
 
 
