@@ -43,14 +43,14 @@ class Verdict:
                 "where": f"{{doc}}`/runs/{self.chapter}`"}
 
 
-def _judge(low: float, high: float, n: int, claimed_sign: int) -> str:
+def _judge(low: float, high: float, n: int, claimed_sign: int, unit: str = "seeds") -> str:
     """Holds / does not hold / cannot be told, for a claim that the difference is > 0 (sign 1)
-    or < 0 (sign −1)."""
+    or < 0 (sign −1); ``unit`` names what ``n`` counts (seeds, or paired runs)."""
     if n < 2 or math.isnan(low) or math.isnan(high):
-        return f"cannot be told ({'one seed' if n == 1 else 'no paired runs'})"
+        return f"cannot be told ({'one ' + unit.rstrip('s') if n == 1 else 'no paired runs'})"
     if low > 0 or high < 0:
         return "holds" if (low > 0) == (claimed_sign > 0) else "does not hold"
-    return f"cannot be told at {n} seeds"
+    return f"cannot be told at {n} {unit}"
 
 
 def _points(mean: float, low: float, high: float, n: int, unit: str = "points") -> str:
@@ -100,14 +100,14 @@ def controllability_verdicts(runs: pd.DataFrame) -> list[Verdict]:
         m = mean_interval(cpt[col] / 100)
         out.append(Verdict("Raising c_k raises group k's test accuracy (CPT, last checkpoint)",
                            "mean change of the raised group: " + _points(*m),
-                           _judge(m[1], m[2], m[3], 1), "controllability"))
+                           _judge(m[1], m[2], m[3], 1, "paired runs"), "controllability"))
     keys = ["c", "seed", "group"]
     both = cpt.merge(deltas[deltas["method"] == "Scalarized"], on=keys, suffixes=("", "_s"))
     if not both.empty:
         m = mean_interval((both[col] - both[col + "_s"]) / 100)
         out.append(Verdict("c steers CPT more than it steers Scalarized (the same c)",
                            "CPT's gain − Scalarized's gain on the raised group: " + _points(*m),
-                           _judge(m[1], m[2], m[3], 1), "controllability"))
+                           _judge(m[1], m[2], m[3], 1, "paired runs"), "controllability"))
     return out
 
 
@@ -117,14 +117,22 @@ def _minority(record: dict[str, Any]) -> int:
 
 
 def dynamics_verdicts(runs: pd.DataFrame, read: Callable[[str], dict] = records.read_record,
-                      baseline: str = "ERM") -> list[Verdict]:
-    """The minority group learns earlier with CPT; CPT loses less after its peak."""
+                      baselines: Sequence[str] = ("ERM", "GroupDRO")) -> list[Verdict]:
+    """The minority group learns earlier with CPT; CPT loses less after its peak (against
+    ERM and against GroupDRO, the reweighting method the paper contrasts it with)."""
+    return [v for b in baselines for v in _dynamics_against(runs, read, b)]
+
+
+def _dynamics_against(runs: pd.DataFrame, read: Callable[[str], dict],
+                      baseline: str) -> list[Verdict]:
     rows = []
     for _, run in runs[runs["label"].isin([TREATMENT, baseline])].iterrows():
         record = read(run["path"])
         reached = steps_to_reach(record, [_minority(record)], MINORITY_LEVEL)
-        rows.append({"label": run["label"], "seed": run["seed"],
-                     "steps": math.nan if reached is None else float(reached),
+        history = record.get("history") or [{"step": math.nan}]
+        # A run that never gets there counts at its last step: its difference is then a bound.
+        rows.append({"label": run["label"], "seed": run["seed"], "censored": reached is None,
+                     "steps": float(history[-1]["step"] if reached is None else reached),
                      "loss_after_peak": best_minus_last(record)})
     table = pd.DataFrame(rows)
     if table.empty:
@@ -141,10 +149,12 @@ def dynamics_verdicts(runs: pd.DataFrame, read: Callable[[str], dict] = records.
                                   table[table["label"] == baseline], metric)
         except ValueError:
             continue
+        never = table[table["censored"]].groupby("label").size().to_dict()
+        censored = ", ".join(f"{k} never reached it in {v} run(s), counted at its last step"
+                             for k, v in sorted(never.items()))
         evidence = (f"CPT − {baseline}: {scale * d.mean:+.1f} {unit} (95 % CI "
                     f"{scale * d.ci_low:+.1f} to {scale * d.ci_high:+.1f}; {d.n} paired"
-                    + (f", {d.n_unpaired} runs never reached it" if metric == "steps"
-                       and d.n_unpaired else "") + ")")
+                    + (f"; {censored}" if metric == "steps" and censored else "") + ")")
         out.append(Verdict(claim, evidence, _judge(d.ci_low, d.ci_high, d.n, -1), "dynamics"))
     return out
 
@@ -168,7 +178,8 @@ def all_verdicts(load: Callable[[str], pd.DataFrame]) -> list[Verdict]:
     image, text = load("synthetic"), load("text")
     found = benchmark_verdicts(image) + controllability_verdicts(image)
     found += dynamics_verdicts(image) if not image.empty else []
-    found += [v for v in benchmark_verdicts(text, chapter="text")
+    found += [Verdict(f"Text task: {v.claim}", v.evidence, v.verdict, v.chapter)
+              for v in benchmark_verdicts(text, chapter="text")
               if "ERM" in v.evidence.split(":")[0]]
     return found
 
