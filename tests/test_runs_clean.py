@@ -48,3 +48,4 @@ def test_cli_clean_dry_run_changes_nothing(tmp_path, isolated_cache, capsys):
     assert "would remove" in capsys.readouterr().out
     assert cli_main(["clean", "--results", str(results)]) == 0
     assert not stale.exists() and not live.exists()  # nothing holds their locks now
+
