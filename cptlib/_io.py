@@ -120,6 +120,26 @@ def exclusive_lock(path: Path | str, what: str) -> Iterator[Path]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+def lock_held(path: Path | str) -> bool:
+    """Whether a live process holds an ``flock`` on ``path`` (a lock file or a folder) now;
+    a missing path is not held."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def silenced_fd(fd: int) -> Iterator[None]:
     """Send what C/C++ code writes straight to file descriptor ``fd`` (1 or 2) to /dev/null

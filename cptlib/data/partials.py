@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cptlib import _io
+
 PARTIAL_PATTERN = re.compile(r"^\.(?P<target>.+)\.(?:partial|cpt-staging)-[^/]+$")
 
 
@@ -46,20 +48,6 @@ def preparing(target: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _held(folder: Path) -> bool:
-    """Whether a live preparation in ``folder`` holds its lock right now."""
-    fd = _lock_fd(folder)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 def _partials(root: Path, target: str | None) -> Iterator[Path]:
     for path in sorted(root.iterdir()) if root.is_dir() else ():
         match = PARTIAL_PATTERN.match(path.name)
@@ -75,7 +63,7 @@ def remove_stale_partials(root: str | Path) -> list[Path]:
     folder may be among them); call it again later.
     """
     root = Path(root)
-    if not root.is_dir() or _held(root):
+    if not root.is_dir() or _io.lock_held(root):
         return []
     stale = list(_partials(root, None))
     for path in stale:

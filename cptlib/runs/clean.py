@@ -8,33 +8,15 @@ checkpoint of a killed run (the next ``cpt run`` of the same spec resumes from i
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
 import shutil
 from pathlib import Path
 
+from cptlib import _io
 from cptlib.data import remove_stale_partials
 from cptlib.paths import cache_dir, data_root
 
 _RUNNING = re.compile(r"^\.(?P<run_id>[0-9a-f]+)\.\d+\.running\.ipynb$")
-
-
-def _unheld(lock: Path) -> bool:
-    """Whether no process holds ``lock`` (an flock; it dies with its process)."""
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return True
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path, dry_run: bool) -> Path:
@@ -59,10 +41,10 @@ def clean(results: Path, *, dry_run: bool = False) -> list[Path]:
         for partial in sorted(profile.glob("*/.*.running.ipynb")):
             match = _RUNNING.match(partial.name)
             lock = locks / f"{partial.parent.name}-{match['run_id']}.lock" if match else None
-            if lock is None or _unheld(lock):
+            if lock is None or not _io.lock_held(lock):
                 removed.append(_remove(partial, dry_run))
         for lock in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
-            if _unheld(lock):
+            if not _io.lock_held(lock):
                 removed.append(_remove(lock, dry_run))
         for ckpt in sorted(profile.glob("*/checkpoints")):
             if ckpt.is_dir() and not any(ckpt.iterdir()):
