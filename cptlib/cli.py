@@ -118,6 +118,35 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    """Checks the record and c without torch (one line, exit 2), then evaluates."""
+    import json
+
+    import yaml
+
+    from cptlib import records
+    from cptlib.config import check_c
+
+    record = records.read_record(args.record)
+    params = record["params"]
+    if record.get("experiment") not in experiments.EXPERIMENTS or "dataset" not in params:
+        raise ValueError(f"{args.record}: not the record of a training run")
+    c = None
+    if args.c is not None:
+        try:
+            value = yaml.safe_load(args.c)
+        except yaml.YAMLError:
+            raise ValueError(f"--c {args.c!r} is not a list such as [1, 1, 4, 1]") from None
+        c = check_c(value, experiments.DATASET_GROUPS[params["dataset"]], name="--c")
+        if not params.get("conditioned") and c != params.get("c"):
+            raise ValueError(f"--c: run {record['run_id']} is not conditioned; its adapter "
+                             f"holds one c ({params.get('c')}); train with -p conditioned=true")
+    from cptlib.runs.worker import evaluate_record  # lazy: torch only after the checks
+
+    print(json.dumps(evaluate_record(args.record, c), indent=1))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from cptlib.bench import main as bench_main  # lazy: see _data
 
@@ -197,6 +226,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--results", default="results", help="results folder (default: results)")
     c.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     c.set_defaults(func=_clean)
+
+    e = sub.add_parser("eval", help="a run's adapter at a control vector c: per-group accuracy")
+    e.add_argument("record", help="a run record (results/<profile>/<experiment>/<id>.json)")
+    e.add_argument("--c", help='the control vector, e.g. "[1, 1, 4, 1]" (conditioned runs; '
+                   "default: the run's own c)")
+    e.set_defaults(func=_eval)
 
     bench = sub.add_parser("bench", help="per-step cost of the balancers against ERM")
     bench.add_argument("--json", help="also write the rows to this JSON file")

@@ -85,7 +85,7 @@ def check_c(value: Any, n_groups: int | None = None, name: str = "c") -> list[fl
 
 
 _INT_MIN = {"batch_size": 1, "steps": 1, "eval_every": 1, "eval_batch_size": 1,
-            "warmup_steps": 0, "diag_every": 0, "seed": 0}
+            "warmup_steps": 0, "diag_every": 0, "seed": 0, "c_hidden": 1, "c_search_evals": 1}
 _POSITIVE = ("lr", "eps", "clip_norm")
 _NON_NEGATIVE = ("alpha", "weight_decay", "momentum", "epochs", "warmup_epochs", "eta",
                  "gdro_adjustment")
@@ -121,6 +121,14 @@ class TrainConfig:
     diag_every: int = 10  # per-group gradient diagnostics for balancers that do not need them
     eval_batch_size: int = 256
     seed: int = 0
+    # One adapter for every c (``cptlib.models.conditioned``): prompts and head are θ(c); each
+    # step draws c with log c_k uniform on [0, log c_max]; selection averages the validation
+    # metric over ``c_grid`` (None: c = 1 and each group's c_k = 4 in turn).
+    conditioned: bool = False
+    c_max: float = 8.0
+    c_hidden: int = 16
+    c_grid: list[list[float]] | None = None
+    c_search_evals: int = 48  # validation passes per objective when choosing c after training
 
     def validate(self, n_groups: int | None = None) -> None:
         """Fail before any work, naming the bad parameter (types as well as ranges)."""
@@ -138,6 +146,26 @@ class TrainConfig:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
         if self.c is not None:
             self.c = check_c(self.c, n_groups)
+        self._validate_conditioning(n_groups)
+
+    def _validate_conditioning(self, n_groups: int | None) -> None:
+        if not isinstance(self.conditioned, bool):
+            raise ValueError(f"conditioned must be true or false, got {_show(self.conditioned)}")
+        if check_number("c_max", self.c_max, positive=True) <= 1:
+            raise ValueError(f"c_max must be > 1 (the largest ratio c_j / c_k drawn), "
+                             f"got {self.c_max}")
+        if self.conditioned and self.method not in C_METHODS:
+            raise ValueError(f"conditioned runs need a method that takes c ({', '.join(C_METHODS)})"
+                             f", got {self.method}")
+        if self.c_grid is None:
+            return
+        if not self.conditioned:
+            raise ValueError("c_grid is the validation grid of conditioned runs; set "
+                             "conditioned=true or drop c_grid")
+        if not isinstance(self.c_grid, (list, tuple)) or not self.c_grid:
+            raise ValueError(f"c_grid must be a non-empty list of control vectors, "
+                             f"got {_show(self.c_grid)}")
+        self.c_grid = [check_c(c, n_groups, name=f"c_grid[{i}]") for i, c in enumerate(self.c_grid)]
 
     def resolve_epochs(self, n_train: int) -> None:
         """Turn epoch counts (the authors' unit) into optimiser steps for a training set size."""

@@ -17,6 +17,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,15 @@ from cptlib.grads import (
     set_combined_grad,
 )
 from cptlib.metrics import evaluate_logits
+from cptlib.models.conditioned import Conditioned, raise_grid, sample_c
 
 
-def make_balancer(cfg: TrainConfig, n_groups: int, group_counts: torch.Tensor | None) -> B.Balancer:
-    """The balancer named by ``cfg.method`` with the parameters it takes."""
+def make_balancer(cfg: TrainConfig, n_groups: int, group_counts: torch.Tensor | None,
+                  c: list[float] | None = None) -> B.Balancer:
+    """The balancer named by ``cfg.method`` with the parameters it takes (``c``: instead of
+    ``cfg.c``, the c a conditioned run drew for this step)."""
     if cfg.method in ("cpt", "scalarized"):
-        c = cfg.c if cfg.c is not None else [1.0] * n_groups
+        c = c if c is not None else cfg.c if cfg.c is not None else [1.0] * n_groups
         return B.get(cfg.method, c=c, **({"eps": cfg.eps} if cfg.method == "cpt" else {}))
     if cfg.method == "groupdro":
         return B.get(
@@ -194,10 +198,14 @@ def train(
     cfg.validate(K)
     train_counts = train_set.train_group_counts
     balancer = make_balancer(cfg, K, train_counts)
-    params = _trainable(model)
-    # Models whose forward pass mixes samples get the authors' way, the only exact one there.
-    way = ("naive" if getattr(model, "batch_interacts", False)
-           else resolve_way(model, cfg.grad_way, params))
+    params = _trainable(model)  # what the optimiser steps (a conditioned model's θ⁰, W_1, b_1, U)
+    cond = _conditioned(model, cfg)
+    net = cond.model if cond else model  # what computes the logits and per-group gradients
+    with cond.slots_trainable() if cond else nullcontext():
+        grad_params = cond.slots if cond else params
+        # Models whose forward pass mixes samples get the authors' way, the only exact one there.
+        way = ("naive" if getattr(net, "batch_interacts", False)
+               else resolve_way(net, cfg.grad_way, grad_params))
     # Groups with no training samples (MetaShift's evaluation-only contexts) take no part.
     present_ids = torch.unique(train_set.groups, return_inverse=True)[1]
     weights = sample_weights(present_ids, cfg.alpha).double()
@@ -234,14 +242,22 @@ def train(
         step = state["step"]
         batch = collate(train_set, batch_indices(weights, cfg.batch_size, cfg.seed, step))
         x, y, g = (D.shard(part) for part in batch)
-        train_step(model, balancer, params, x, y, g, K, cfg, way, window, step, on_beta)
+        if cond is None:
+            train_step(model, balancer, params, x, y, g, K, cfg, way, window, step, on_beta)
+        else:
+            c = sample_c(K, cfg.c_max, cfg.seed, step)
+            balancer = make_balancer(cfg, K, train_counts, c)
+            conditioned_step(cond, c, balancer, x, y, g, K, cfg, way, window, step, on_beta)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        if cond is not None:
+            cond.refresh()  # the slots follow the updated θ⁰, W_1, b_1, U
         state["step"] = step + 1
         bar.update(1)
         if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            entry = _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, opt)
+            entry = _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, opt,
+                                   cond)
             window = Window()
             if on_eval is not None:
                 on_eval(entry)
@@ -348,8 +364,65 @@ def train_step(
     window.loss.append(float((counts.to(losses.dtype) * losses).sum() / counts.sum()))
 
 
-def _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, opt) -> dict:
-    val = evaluate(model, val_set, train_counts, cfg.eval_batch_size)
+def _conditioned(model: nn.Module, cfg: TrainConfig) -> Conditioned | None:
+    """The conditioned wrapper if the run is conditioned; refuses a mismatch either way."""
+    is_cond = isinstance(model, Conditioned)
+    if is_cond != cfg.conditioned:
+        raise ValueError("cfg.conditioned is true but the model is not wrapped in Conditioned"
+                         if cfg.conditioned else
+                         "a Conditioned model needs cfg.conditioned=true")
+    return model if is_cond else None
+
+
+def conditioned_step(cond: Conditioned, c: list[float], balancer: B.Balancer, x: Any,
+                     y: torch.Tensor, g: torch.Tensor, K: int, cfg: TrainConfig, way: str,
+                     window: Window, step: int,
+                     on_beta: Callable[[int, torch.Tensor], None] | None = None) -> None:
+    """One step of a conditioned run at ``c`` (``balancer`` aims at it): the ordinary step on
+    θ(c), whose (clipped) gradient is carried back to the wrapper's parameters by one VJP."""
+    theta = cond.set_c(c)
+    with cond.slots_trainable() as slots:
+        train_step(cond.model, balancer, slots, x, y, g, K, cfg, way, window, step, on_beta)
+        grads = [s.grad if s.grad is not None else torch.zeros_like(s) for s in slots]
+        torch.autograd.backward(theta, grads)
+
+
+def grid_of(cfg: TrainConfig, n_groups: int) -> list[list[float]]:
+    """The validation grid of c a conditioned run is selected on."""
+    return [list(c) for c in cfg.c_grid] if cfg.c_grid else raise_grid(n_groups)
+
+
+def reference_c(cfg: TrainConfig, n_groups: int) -> list[float]:
+    """The c whose validation and test metrics a conditioned run's history reports."""
+    return list(cfg.c) if cfg.c is not None else [1.0] * n_groups
+
+
+def _score(metrics: dict, selection: str) -> float:
+    score = metrics.get(selection)
+    if score is None or (isinstance(score, float) and math.isnan(score)):
+        return -math.inf  # e.g. AUROC on a split with one class: never an improvement
+    return float(score)
+
+
+def _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, opt,
+                   cond: Conditioned | None = None) -> dict:
+    grid_val = None
+    if cond is None:
+        val = evaluate(model, val_set, train_counts, cfg.eval_batch_size)
+        score = _score(val, cfg.selection)
+    else:
+        # Selection rule of a conditioned run: the validation metric averaged over the grid.
+        K = val_set.n_groups
+        grid = grid_of(cfg, K)
+        grid_val = []
+        for c in grid:
+            cond.set_c(c)
+            grid_val.append(evaluate(model, val_set, train_counts, cfg.eval_batch_size))
+        ref = reference_c(cfg, K)
+        cond.set_c(ref)
+        val = grid_val[grid.index(ref)] if ref in grid else \
+            evaluate(model, val_set, train_counts, cfg.eval_batch_size)
+        score = sum(_score(v, cfg.selection) for v in grid_val) / len(grid_val)
     test = evaluate(model, test_set, train_counts, cfg.eval_batch_size)
     entry = {
         "step": state["step"],
@@ -358,10 +431,10 @@ def _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, o
         "test": test,
         "train": window.summary(),
     }
+    if grid_val is not None:
+        entry["grid_val"] = grid_val
+        entry["selection_score"] = score
     state["history"].append(entry)
-    score = val.get(cfg.selection)
-    if score is None or (isinstance(score, float) and math.isnan(score)):
-        score = -math.inf  # e.g. AUROC on a split with one class: never an improvement
     if state["best"] is None or score > state["best_score"]:
         state["best_score"] = score
         state["best"] = {

@@ -20,11 +20,12 @@ import torch
 from cptlib import distributed as D
 from cptlib import records
 from cptlib._env import provenance
-from cptlib.config import C_METHODS
+from cptlib.config import C_METHODS, TrainConfig
 from cptlib.models import count_trainable, save_adapter
+from cptlib.models.conditioned import Conditioned
 from cptlib.runs.inputs import Data, build_model, load_data
 from cptlib.runs.spec import RunSpec, parse_overrides
-from cptlib.train import train
+from cptlib.train import evaluate, grid_of, reference_c, train
 
 # The code that determines a run's numbers; editing plots, the CLI or the sweep does not
 # invalidate runs.
@@ -95,11 +96,14 @@ def run_training(experiment: str, profile: str = "smoke",
     cfg.resolve_epochs(len(data.train))
     cfg.validate(data.train.n_groups)
     model = build_model(spec, data.train.n_classes)
+    if cfg.conditioned:  # one adapter for every c: prompts and head become θ(c)
+        model = Conditioned(model, data.train.n_groups, cfg.c_hidden, cfg.c_max)
     ckpt = path.parent / "checkpoints" / f"{path.stem}.pt"
 
     start = time.perf_counter()
     out = train(model, data.train, data.val, data.test, cfg, checkpoint=ckpt, progress=progress)
     model.load_state_dict(out["best_state"], strict=False)
+    grid = conditioned_grid(model, data, cfg) if cfg.conditioned else None
     adapter = path.with_suffix(".safetensors")
     if D.is_main():  # every rank has the same result; one writes it
         save_adapter(model, adapter, c=cfg.c, method=cfg.method, run_id=path.stem)
@@ -115,6 +119,7 @@ def run_training(experiment: str, profile: str = "smoke",
             "last_val": out["last_val"],
             "last_test": out["last_test"],
             "selected_step": out["selected_step"],
+            **({"grid": grid} if grid is not None else {}),
         },
         history=out["history"],
         group_names=list(data.train.group_names),
@@ -138,6 +143,48 @@ def run_training(experiment: str, profile: str = "smoke",
         _remove_if_empty(ckpt.parent)
     D.barrier()
     return Run(spec=spec, data=data, model=model, record=record.to_dict())
+
+
+def conditioned_grid(model: Conditioned, data: Data, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The selected conditioned adapter's validation and test metrics at every c of its grid;
+    the model is left at the reference c."""
+    counts = data.train.train_group_counts
+    out = []
+    for c in grid_of(cfg, data.train.n_groups):
+        model.set_c(c)
+        out.append({"c": c,
+                    "val": evaluate(model, data.val, counts, cfg.eval_batch_size),
+                    "test": evaluate(model, data.test, counts, cfg.eval_batch_size)})
+    model.set_c(reference_c(cfg, data.train.n_groups))
+    return out
+
+
+def evaluate_record(path: str | Path, c: list[float] | None = None) -> dict[str, Any]:
+    """Per-group validation and test metrics of a run's adapter (at ``c`` if conditioned):
+    what ``cpt eval`` prints. Accuracies are fractions, groups in the record's order."""
+    from cptlib.models import load_adapter
+
+    path = Path(path)
+    record = records.read_record(path)
+    params = dict(record["params"])
+    spec = RunSpec.build(record["experiment"], record["profile"],
+                         {k: v for k, v in params.items() if k != "experiment"})
+    cfg = spec.train_config()
+    data = load_data(spec)
+    model = build_model(spec, data.train.n_classes)
+    if cfg.conditioned:
+        model = Conditioned(model, data.train.n_groups, cfg.c_hidden, cfg.c_max)
+    load_adapter(model, path.parent / record["adapter"])
+    if cfg.conditioned:
+        model.set_c(c if c is not None else reference_c(cfg, data.train.n_groups))
+    counts = data.train.train_group_counts
+    keep = ("worst_group_acc", "avg_acc", "mean_acc", "per_group_acc", "per_group_n")
+    out: dict[str, Any] = {"run_id": record["run_id"], "c": c if c is not None else params["c"],
+                           "group_names": record["group_names"]}
+    for split in ("val", "test"):
+        metrics = evaluate(model, getattr(data, split), counts, cfg.eval_batch_size)
+        out[split] = {k: metrics[k] for k in keep}
+    return out
 
 
 def _remove_if_empty(folder: Path) -> None:
