@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_records import (  # noqa: E402
     FAKE_TRAINABLE,
     GROUPS,
+    fake_record,
     fake_runs,
     write_fake_bench,
     write_fake_results,
@@ -289,3 +290,14 @@ def test_paper_title_and_dataset_need_no_sweep():
     with pytest.raises(ValueError, match="dataset"):
         analysis.paper_dataset("unknown_thing", {})
     assert analysis.paper_title("waterbirds", params) == "Waterbirds, ViT-B/16 (ImageNet-21k)"
+
+
+def test_conditioned_runs_stay_out_of_the_ordinary_tables(tmp_path):
+    write_fake_results(tmp_path, "smoke", text=False)
+    record, rel = fake_record("synthetic", "smoke", "cpt", 1.0, None, 0)
+    record["params"]["conditioned"] = True
+    records.write_record(record, tmp_path / rel)
+    ordinary = analysis.load_runs(tmp_path, "smoke", "synthetic")
+    conditioned = analysis.load_runs(tmp_path, "smoke", "synthetic", conditioned=True)
+    assert list(conditioned["run_id"]) == [rel.stem]
+    assert rel.stem not in set(ordinary["run_id"]) and len(ordinary) > 0

@@ -49,9 +49,16 @@ def results_path(value: Path | str) -> Path:
     return results_root(value)
 
 
-def load_runs(results_dir: Path | str, profile: str, experiment: str | None = None) -> pd.DataFrame:
-    """The records of one experiment (or all) at one profile, labelled (``label_runs``)."""
-    return label_runs(records.load_records(results_path(results_dir), profile, experiment))
+def load_runs(results_dir: Path | str, profile: str, experiment: str | None = None, *,
+              conditioned: bool = False) -> pd.DataFrame:
+    """The records of one experiment (or all) at one profile, labelled (``label_runs``).
+
+    ``conditioned``: the runs of one adapter for every c instead of the ordinary runs, which
+    every table and figure of the book compares (a conditioned CPT run is not a CPT(c) run).
+    """
+    runs = records.load_records(results_path(results_dir), profile, experiment)
+    flag = column(runs, "conditioned", False).fillna(False).astype(bool)
+    return label_runs(runs[flag == conditioned])
 
 
 @lru_cache(maxsize=256)
