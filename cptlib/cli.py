@@ -9,10 +9,15 @@ parameters are validated by the run spec without importing torch or starting a k
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
+import yaml
+
+from cptlib import records
+from cptlib.config import check_c
 from cptlib.runs import experiments
 from cptlib.runs.spec import PROFILES, RunSpec, parse_overrides, results_root
 
@@ -120,13 +125,6 @@ def _clean(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     """Checks the record and c without torch (one line, exit 2), then evaluates."""
-    import json
-
-    import yaml
-
-    from cptlib import records
-    from cptlib.config import check_c
-
     record = records.read_record(args.record)
     params = record["params"]
     if record.get("experiment") not in experiments.EXPERIMENTS or "dataset" not in params:

@@ -36,6 +36,12 @@ HOW = {
     "HF_HUB_OFFLINE=0 cpt sweep --profile paper --only waterbirds":
         "test_paper_sweep_lists_the_authors_runs (no GPU, data or hub here)",
     "cpt sweep --profile paper": "test_paper_sweep_lists_the_authors_runs",
+    "cpt run synthetic --profile quick -p conditioned=true":
+        "tests/test_conditioned.py::test_conditioned_training_runs_for_every_prompt_family "
+        "(the same run at smoke scale)",
+    'cpt eval results/quick/synthetic/<run-id>.json --c "[1, 1, 4, 1]"':
+        "tests/test_conditioned.py::test_cpt_eval_dials_c_on_a_conditioned_record_and_refuses_"
+        "a_bad_c",
 }
 
 

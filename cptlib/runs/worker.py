@@ -21,7 +21,7 @@ from cptlib import distributed as D
 from cptlib import records
 from cptlib._env import provenance
 from cptlib.config import C_METHODS, TrainConfig
-from cptlib.models import count_trainable, save_adapter
+from cptlib.models import count_trainable, load_adapter, save_adapter
 from cptlib.models.conditioned import Conditioned
 from cptlib.runs.inputs import Data, build_model, load_data
 from cptlib.runs.spec import RunSpec, parse_overrides
@@ -162,8 +162,6 @@ def conditioned_grid(model: Conditioned, data: Data, cfg: TrainConfig) -> list[d
 def evaluate_record(path: str | Path, c: list[float] | None = None) -> dict[str, Any]:
     """Per-group validation and test metrics of a run's adapter (at ``c`` if conditioned):
     what ``cpt eval`` prints. Accuracies are fractions, groups in the record's order."""
-    from cptlib.models import load_adapter
-
     path = Path(path)
     record = records.read_record(path)
     params = dict(record["params"])
