@@ -95,9 +95,7 @@ def run_training(experiment: str, profile: str = "smoke",
     cfg = spec.train_config()
     cfg.resolve_epochs(len(data.train))
     cfg.validate(data.train.n_groups)
-    model = build_model(spec, data.train.n_classes)
-    if cfg.conditioned:  # one adapter for every c: prompts and head become θ(c)
-        model = Conditioned(model, data.train.n_groups, cfg.c_hidden, cfg.c_max)
+    model = run_model(spec, cfg, data)
     ckpt = path.parent / "checkpoints" / f"{path.stem}.pt"
 
     start = time.perf_counter()
@@ -145,6 +143,14 @@ def run_training(experiment: str, profile: str = "smoke",
     return Run(spec=spec, data=data, model=model, record=record.to_dict())
 
 
+def run_model(spec: RunSpec, cfg: TrainConfig, data: Data) -> torch.nn.Module:
+    """The spec's model; for a conditioned run wrapped so that its trained tensors are θ(c)."""
+    model = build_model(spec, data.train.n_classes)
+    if cfg.conditioned:
+        model = Conditioned(model, data.train.n_groups, cfg.c_hidden, cfg.c_max)
+    return model
+
+
 def conditioned_grid(model: Conditioned, data: Data, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The selected conditioned adapter's validation and test metrics at every c of its grid;
     the model is left at the reference c."""
@@ -169,9 +175,7 @@ def evaluate_record(path: str | Path, c: list[float] | None = None) -> dict[str,
                          {k: v for k, v in params.items() if k != "experiment"})
     cfg = spec.train_config()
     data = load_data(spec)
-    model = build_model(spec, data.train.n_classes)
-    if cfg.conditioned:
-        model = Conditioned(model, data.train.n_groups, cfg.c_hidden, cfg.c_max)
+    model = run_model(spec, cfg, data)
     load_adapter(model, path.parent / record["adapter"])
     if cfg.conditioned:
         model.set_c(c if c is not None else reference_c(cfg, data.train.n_groups))
