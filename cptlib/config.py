@@ -84,6 +84,9 @@ def check_c(value: Any, n_groups: int | None = None, name: str = "c") -> list[fl
 # ----------------------------------------------------------------------------- the config
 
 
+# Members per group of the differential-evolution population that chooses c
+# (``cptlib.choose_c``); a conditioned run's c_search_evals must cover one population.
+SEARCH_POPULATION = 4
 _INT_MIN = {"batch_size": 1, "steps": 1, "eval_every": 1, "eval_batch_size": 1,
             "warmup_steps": 0, "diag_every": 0, "seed": 0, "c_hidden": 1, "c_search_evals": 1}
 _POSITIVE = ("lr", "eps", "clip_norm")
@@ -157,6 +160,11 @@ class TrainConfig:
         if self.conditioned and self.method not in C_METHODS:
             raise ValueError(f"conditioned runs need a method that takes c ({', '.join(C_METHODS)})"
                              f", got {self.method}")
+        if self.conditioned and n_groups is not None \
+                and self.c_search_evals < SEARCH_POPULATION * n_groups:
+            raise ValueError(f"c_search_evals must be at least {SEARCH_POPULATION * n_groups} "
+                             f"(one search population: {SEARCH_POPULATION} per group), "
+                             f"got {self.c_search_evals}")
         if self.c_grid is None:
             return
         if not self.conditioned:

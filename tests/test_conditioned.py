@@ -147,6 +147,7 @@ def test_sampled_c_cover_the_stated_range_and_are_reproducible():
     ({"conditioned": False, "c_grid": [[1, 1, 1, 1]]}, "c_grid"),
     ({"c_grid": [[1, 1]]}, "c_grid\\[0\\] has 2 entries"),
     ({"conditioned": "yes"}, "conditioned must be true or false"),
+    ({"c_search_evals": 15}, "c_search_evals must be at least 16"),
 ])
 def test_bad_conditioning_parameters_are_named(bad, match):
     cfg = TrainConfig(**{"method": "cpt", "conditioned": True, **bad})
@@ -168,6 +169,23 @@ def test_conditioned_training_runs_for_every_prompt_family(experiment, tmp_path)
     assert entry["selection_score"] == pytest.approx(
         sum(v["worst_group_acc"] for v in entry["grid_val"]) / len(grid))
     assert metrics["val"] == grid[0]["val"]  # the reference c is c = 1, the grid's first
+    # The dial's paths: c = 1, then each group raised to 2, 4, 8 (c_max), shared with the grid.
+    paths = metrics["paths"]
+    assert [(p["raised"], p["strength"]) for p in paths] == [(None, 1.0)] + [
+        (k, s) for k in range(4) for s in (2.0, 4.0, 8.0)]
+    by_c = {tuple(p["c"]): p for p in paths}
+    assert all(by_c[tuple(e["c"])]["test"] == e["test"] for e in grid)
+    # c chosen on validation: never worse there than c = 1 (a member of the search).
+    search = {s["objective"]: s for s in metrics["search"]}
+    assert set(search) == {"worst_group", "avg_at_worst_group"}
+    c1 = grid[0]["val"]
+    assert search["worst_group"]["val"]["worst_group_acc"] >= c1["worst_group_acc"]
+    constrained = search["avg_at_worst_group"]
+    assert constrained["tau"] == c1["worst_group_acc"]
+    assert constrained["val"]["worst_group_acc"] >= constrained["tau"]
+    assert constrained["val"]["avg_acc"] >= c1["avg_acc"]
+    assert all(1 <= v <= 8 for s in search.values() for v in s["c"])
+    assert all(s["evals"] <= 48 for s in search.values())
     model = run.model
     assert isinstance(model, Conditioned) and model.c == (1.0,) * 4
     assert run.record["trainable_params"] == sum(

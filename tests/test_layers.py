@@ -16,7 +16,7 @@ LAYER_OF = {
     "cptlib": "foundation", "cptlib.paths": "foundation", "cptlib._io": "foundation",
     "cptlib._env": "foundation", "cptlib.config": "foundation", "cptlib.records": "foundation",
     "cptlib.balancers": "maths", "cptlib.grads": "maths", "cptlib.metrics": "maths",
-    "cptlib.toy": "maths",
+    "cptlib.toy": "maths", "cptlib.choose_c": "maths",
     "cptlib.data": "data",
     "cptlib.models": "models",
     "cptlib.train": "training", "cptlib.distributed": "training",

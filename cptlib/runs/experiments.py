@@ -61,7 +61,9 @@ class Experiment:
     ``runner`` is ``"train"`` (the training loop: data, model, balancer) or ``"toy"`` (the
     analytic problem of the first chapter). ``paper`` experiments get a page in the book's
     paper-scale part. ``minutes`` is the measured wall time of one run per profile on the
-    project's 2-core CPU machine (one run per core), for the sweep's time estimate.
+    project's 2-core CPU machine (one run per core), for the sweep's time estimate;
+    ``conditioned_minutes`` the same for a conditioned run (training plus the dial's
+    evaluations and the c search).
     """
 
     name: str
@@ -71,7 +73,13 @@ class Experiment:
     smoke: Mapping[str, Any] = field(default_factory=dict)
     paper: bool = False
     minutes: Mapping[str, float] = field(default_factory=dict)
+    conditioned_minutes: Mapping[str, float] = field(default_factory=dict)
     data_note: str = ""
+
+    def expected_minutes(self, profile: str, conditioned: bool = False) -> float:
+        """One run's expected wall minutes at ``profile`` (1 where nothing was measured)."""
+        table = self.conditioned_minutes if conditioned else self.minutes
+        return table.get(profile, self.minutes.get(profile, 1.0))
 
     @property
     def n_groups(self) -> int | None:
@@ -98,12 +106,12 @@ _ALL = [
         "synthetic", "The embedded benchmark: one training run", dataset="synthetic",
         smoke={"model": "quick", "img_size": 32,
                "model_options": {"pretrained": False, "prompt_tokens": 2, "deep": True}},
-        minutes={"smoke": 0.3, "quick": 1.3},
+        minutes={"smoke": 0.3, "quick": 1.3}, conditioned_minutes={"smoke": 0.4, "quick": 2.6},
     ),
     Experiment(
         "text", "The embedded text task: MiniLM with prompt tuning", dataset="synthetic-text",
         smoke={"model": "minilm", "model_options": {"prompt_tokens": 4}, "lr": 0.3},
-        minutes={"smoke": 0.3, "quick": 3.2},
+        minutes={"smoke": 0.3, "quick": 3.2}, conditioned_minutes={"smoke": 0.5, "quick": 9.0},
     ),
     _paper("waterbirds", "Waterbirds, ViT-B/16 with VPT-deep", "waterbirds",
            "about 0.5 GB; public, no account", model=VIT_B16, model_options=TINY_VIT,

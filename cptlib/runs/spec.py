@@ -203,6 +203,8 @@ class RunSpec:
         keys = ("method", "alpha", "c", "seed")
         p = self.params
         shown = ", ".join(f"{k}={p[k]}" for k in keys if p.get(k) is not None)
+        if p.get("conditioned"):
+            shown += ", conditioned"
         return f"{self.experiment}({shown})"
 
     def __repr__(self) -> str:

@@ -56,7 +56,8 @@ class SweepResult:
 
 def expected_minutes(specs: Sequence[RunSpec]) -> float:
     """Core-minutes the specs take on the project's 2-core CPU (registry measurements)."""
-    return sum(s.info.minutes.get(s.profile, 1.0) for s in specs)
+    return sum(s.info.expected_minutes(s.profile, bool(s.run_params.get("conditioned")))
+               for s in specs)
 
 
 def default_jobs() -> int:

@@ -20,6 +20,7 @@ import torch
 from cptlib import distributed as D
 from cptlib import records
 from cptlib._env import provenance
+from cptlib.choose_c import OBJECTIVES, search_c
 from cptlib.config import C_METHODS, TrainConfig
 from cptlib.models import count_trainable, load_adapter, save_adapter
 from cptlib.models.conditioned import Conditioned
@@ -30,7 +31,8 @@ from cptlib.train import evaluate, grid_of, reference_c, train
 # The code that determines a run's numbers; editing plots, the CLI or the sweep does not
 # invalidate runs.
 RESULT_CODE = ("balancers.py", "grads.py", "train.py", "config.py", "metrics.py", "toy.py",
-               "models", "data", "runs/inputs.py", "runs/worker.py", "runs/experiments.py")
+               "choose_c.py", "models", "data", "runs/inputs.py", "runs/worker.py",
+               "runs/experiments.py")
 
 
 def result_code_version() -> str:
@@ -101,7 +103,7 @@ def run_training(experiment: str, profile: str = "smoke",
     start = time.perf_counter()
     out = train(model, data.train, data.val, data.test, cfg, checkpoint=ckpt, progress=progress)
     model.load_state_dict(out["best_state"], strict=False)
-    grid = conditioned_grid(model, data, cfg) if cfg.conditioned else None
+    extra = conditioned_metrics(model, data, cfg) if cfg.conditioned else {}
     adapter = path.with_suffix(".safetensors")
     if D.is_main():  # every rank has the same result; one writes it
         save_adapter(model, adapter, c=cfg.c, method=cfg.method, run_id=path.stem)
@@ -117,7 +119,7 @@ def run_training(experiment: str, profile: str = "smoke",
             "last_val": out["last_val"],
             "last_test": out["last_test"],
             "selected_step": out["selected_step"],
-            **({"grid": grid} if grid is not None else {}),
+            **extra,
         },
         history=out["history"],
         group_names=list(data.train.group_names),
@@ -151,17 +153,63 @@ def run_model(spec: RunSpec, cfg: TrainConfig, data: Data) -> torch.nn.Module:
     return model
 
 
-def conditioned_grid(model: Conditioned, data: Data, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """The selected conditioned adapter's validation and test metrics at every c of its grid;
-    the model is left at the reference c."""
-    counts = data.train.train_group_counts
-    out = []
-    for c in grid_of(cfg, data.train.n_groups):
-        model.set_c(c)
-        out.append({"c": c,
-                    "val": evaluate(model, data.val, counts, cfg.eval_batch_size),
-                    "test": evaluate(model, data.test, counts, cfg.eval_batch_size)})
-    model.set_c(reference_c(cfg, data.train.n_groups))
+# The paths of the dial: each group's c_k raised to these strengths in turn (others at 1).
+DIAL_STRENGTHS = (2.0, 4.0, 8.0)
+
+
+class AtC:
+    """Metrics of a conditioned model at a c, each (c, split) evaluated once: the grid, the
+    dial's paths and the search share their evaluations."""
+
+    def __init__(self, model: Conditioned, data: Data, cfg: TrainConfig) -> None:
+        self.model, self.data, self.cfg = model, data, cfg
+        self.cache: dict[tuple[tuple[float, ...], str], dict[str, Any]] = {}
+
+    def __call__(self, c: list[float], split: str) -> dict[str, Any]:
+        key = (tuple(float(v) for v in c), split)
+        if key not in self.cache:
+            self.model.set_c(c)
+            self.cache[key] = evaluate(self.model, getattr(self.data, split),
+                                       self.data.train.train_group_counts,
+                                       self.cfg.eval_batch_size)
+        return self.cache[key]
+
+    def both(self, c: list[float]) -> dict[str, Any]:
+        return {"c": [float(v) for v in c], "val": self(c, "val"), "test": self(c, "test")}
+
+
+def conditioned_metrics(model: Conditioned, data: Data, cfg: TrainConfig) -> dict[str, Any]:
+    """What a conditioned run's record holds beyond the reference c, at the selected adapter:
+
+    - ``grid``: validation and test metrics at every c of the selection grid;
+    - ``paths``: the same along the dial's paths (c = 1, then each group raised to each of
+      ``DIAL_STRENGTHS`` up to c_max), for the chapter's curves and the book's dial;
+    - ``search``: c chosen on validation (``cptlib.choose_c``) for each objective, with its
+      test metrics. τ for ``avg_at_worst_group`` is the validation worst-group accuracy at
+      c = 1: the best average among the c that keep c = 1's worst group.
+
+    The model is left at the reference c."""
+    start = time.perf_counter()
+    n_groups = data.train.n_groups
+    at = AtC(model, data, cfg)
+    out: dict[str, Any] = {"grid": [at.both(c) for c in grid_of(cfg, n_groups)]}
+    strengths = [s for s in DIAL_STRENGTHS if s <= cfg.c_max]
+    paths = [{"raised": None, "strength": 1.0, **at.both([1.0] * n_groups)}]
+    for k in range(n_groups):
+        for s in strengths:
+            c = [s if j == k else 1.0 for j in range(n_groups)]
+            paths.append({"raised": k, "strength": s, **at.both(c)})
+    out["paths"] = paths
+    tau = at([1.0] * n_groups, "val")["worst_group_acc"]
+    out["search"] = []
+    for objective in OBJECTIVES:
+        choice = search_c(lambda c: at(c, "val"), n_groups, cfg.c_max, objective=objective,
+                          tau=tau if objective == "avg_at_worst_group" else None,
+                          evals=cfg.c_search_evals, seed=cfg.seed)
+        out["search"].append({"objective": objective, "tau": choice.tau, "evals": choice.evals,
+                              **at.both(choice.c)})
+    model.set_c(reference_c(cfg, n_groups))
+    out["dial_time_s"] = time.perf_counter() - start  # evaluation after training, not training
     return out
 
 
@@ -178,7 +226,8 @@ def evaluate_record(path: str | Path, c: list[float] | None = None) -> dict[str,
     model = run_model(spec, cfg, data)
     load_adapter(model, path.parent / record["adapter"])
     if cfg.conditioned:
-        model.set_c(c if c is not None else reference_c(cfg, data.train.n_groups))
+        c = c if c is not None else reference_c(cfg, data.train.n_groups)
+        model.set_c(c)
     counts = data.train.train_group_counts
     keep = ("worst_group_acc", "avg_acc", "mean_acc", "per_group_acc", "per_group_n")
     out: dict[str, Any] = {"run_id": record["run_id"], "c": c if c is not None else params["c"],
