@@ -30,6 +30,7 @@ from cptlib.runs.sweep import sweep
 SUMMARIES: dict[str, tuple[str, dict]] = {
     "benchmark": ("summary_benchmark", {}),
     "controllability": ("summary_controllability", {}),
+    "every_c": ("summary_every_c", {}),
     "dynamics": ("summary_dynamics", {}),
     "efficiency": ("summary_efficiency", {}),
     "text": ("summary_text", {}),
@@ -165,7 +166,9 @@ def provenance_text(profile: str, results: Path, seconds: float,
 
 def write_verdicts(stage: Path, profile: str, results: Path) -> Path:
     """``runs/verdicts.md``: the claims and their verdicts, included by the landing page."""
-    text = verdicts.landing_text(lambda e: analysis.load_runs(results, profile, e), profile)
+    text = verdicts.landing_text(
+        lambda e: analysis.load_runs(results, profile, e), profile,
+        lambda e: analysis.load_runs(results, profile, e, conditioned=True))
     return _io.atomic_write(stage / "runs" / "verdicts.md", text)
 
 

@@ -143,14 +143,50 @@ def fake_record(
     return record, path
 
 
+def _raised(k: int | None, strength: float, n: int = 4) -> list[float]:
+    return [strength if j == k else 1.0 for j in range(n)]
+
+
+def fake_conditioned_record(experiment: str, profile: str, seed: int,
+                            **kwargs: Any) -> tuple[dict[str, Any], Path]:
+    """A conditioned CPT record: ``metrics`` gains ``grid``, ``paths``, ``search`` (as
+    ``cptlib.runs.worker.conditioned_metrics`` writes them), made up like the others."""
+    record, _ = fake_record(experiment, profile, "cpt", 1.0, None, seed, **kwargs)
+    params = {**record["params"], "conditioned": True, "c_max": 8.0, "c_hidden": 16,
+              "c_grid": None, "c_search_evals": 32}
+    path = records.record_path(Path("."), profile, experiment, params)
+    rng = _rng(experiment, profile, "conditioned", seed)
+    counts = record["train_group_counts"]
+
+    def at(c: list[float]) -> dict[str, Any]:
+        acc = _final_acc("cpt", 1.0, c, rng)
+        return {"c": c, "val": _metrics(acc, counts, rng), "test": _metrics(acc, counts, rng)}
+
+    grid = [at(_raised(None, 1.0))] + [at(_raised(k, 4.0)) for k in range(4)]
+    paths = [{"raised": None, "strength": 1.0, **grid[0]}]
+    paths += [{"raised": k, "strength": s, **(grid[1 + k] if s == 4.0 else at(_raised(k, s)))}
+              for k in range(4) for s in (2.0, 4.0, 8.0)]
+    search = [{"objective": "worst_group", "tau": None, "evals": 32,
+               **at([2.0, 3.5, 1.2, 1.0])},
+              {"objective": "avg_at_worst_group", "tau": grid[0]["val"]["worst_group_acc"],
+               "evals": 30, **grid[0]}]
+    record.update(run_id=path.stem, params=params, adapter=f"{path.stem}.safetensors",
+                  adapter_bytes=145_000, trainable_params=36_018)
+    record["metrics"].update(val=grid[0]["val"], test=grid[0]["test"], grid=grid, paths=paths,
+                             search=search, dial_time_s=40.0 + seed)
+    record["train_time_s"] = 16.0 + seed
+    return record, path
+
+
 def write_fake_results(
     results: Path, profile: str = "smoke", seeds: tuple[int, ...] = (0, 1, 2), *,
-    text: bool = True, paper: bool = False, bench: bool = False,
+    text: bool = True, paper: bool = False, bench: bool = False, conditioned: bool = True,
 ) -> list[Path]:
     """Write a profile's worth of fake records under ``results`` and return their paths.
 
     synthetic: the six main settings over ``seeds`` and a c sweep of CPT and Scalarized at the
-    first seed; text: ERM and CPT over ``seeds``; paper (optional): waterbirds ERM and CPT at
+    first seed, and (``conditioned``) one adapter for every c over ``seeds``; text: ERM and
+    CPT over ``seeds``; paper (optional): waterbirds ERM and CPT at
     one seed; bench (optional): a CPU and a GPU ``cpt bench`` file.
     """
     runs = [("synthetic", m, a, c, s) for m, a, c in MAIN for s in seeds]
@@ -165,6 +201,9 @@ def write_fake_results(
                     "model_options": {"prompt_tokens": 8}, "trainable": 3842}
         record, rel = fake_record(experiment, profile, method, alpha, c, seed,
                                   **(text_run if experiment == "text" else {}))
+        written.append(records.write_record(record, results / rel))
+    for seed in seeds if conditioned else ():
+        record, rel = fake_conditioned_record("synthetic", profile, seed)
         written.append(records.write_record(record, results / rel))
     if paper:
         for method, alpha, c in (("erm", 0.0, None), ("cpt", 2.0, [1, 1, 1, 1])):

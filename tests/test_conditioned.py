@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from cptlib import balancers as B
+from cptlib.analysis import every_c
 from cptlib.config import TrainConfig
 from cptlib.grads import group_losses
 from cptlib.models import build_model, load_adapter, save_adapter
@@ -190,6 +191,9 @@ def test_conditioned_training_runs_for_every_prompt_family(experiment, tmp_path)
     assert isinstance(model, Conditioned) and model.c == (1.0,) * 4
     assert run.record["trainable_params"] == sum(
         p.numel() for p in model.parameters() if p.requires_grad)
+    # The formula the book uses for adapter sizes at the paper's shapes.
+    dedicated = sum(p.numel() for p in model.slots)
+    assert run.record["trainable_params"] == every_c.conditioned_param_count(dedicated, 4, 4)
 
 
 def test_cpt_eval_dials_c_on_a_conditioned_record_and_refuses_a_bad_c(tmp_path):
@@ -218,3 +222,6 @@ def test_cpt_eval_dials_c_on_a_conditioned_record_and_refuses_a_bad_c(tmp_path):
         assert out[split]["per_group_acc"] == pytest.approx(
             grid[(1.0, 1.0, 4.0, 1.0)][split]["per_group_acc"])
     assert out["group_names"] == run.record["group_names"]
+    done = cpt()  # without --c: the reference c, named in the output
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["c"] == [1.0] * 4

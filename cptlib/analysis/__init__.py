@@ -7,7 +7,8 @@ Modules: ``text`` (``Note``, shared sentence pieces), ``labels`` (run, family, m
 ``frames`` (records → DataFrames), ``groups`` (group counts, one run's per-group table),
 ``summaries`` (main table, comparisons), ``controllability`` (pairs of c runs),
 ``dynamics`` (minority group, balancer diagnostics), ``bench`` (``cpt bench`` files),
-``efficiency`` (parameters, adapters, run times), ``paper`` (paper pages), ``toy``.
+``efficiency`` (parameters, adapters, run times), ``paper`` (paper pages), ``toy``,
+``every_c`` (one adapter for every c against the dedicated runs), ``verdicts``.
 """
 
 from cptlib.analysis.bench import (

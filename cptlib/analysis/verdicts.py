@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from cptlib import records
+from cptlib.analysis import every_c
 from cptlib.analysis.controllability import controllability_deltas
 from cptlib.analysis.paired import best_minus_last, mean_interval, paired_difference, steps_to_reach
 from cptlib.analysis.text import Note
@@ -159,6 +160,45 @@ def _dynamics_against(runs: pd.DataFrame, read: Callable[[str], dict],
     return out
 
 
+def every_c_verdicts(cond: pd.DataFrame, ded: pd.DataFrame,
+                     chapter: str = "every_c") -> list[Verdict]:
+    """One adapter for every c: does it match the dedicated runs, at what training cost, and
+    does choosing c on validation help (paired over seeds)? The first two are the targets of
+    the study's every-c issue, judged on the measured value (no interval: a mean absolute
+    difference over cells, and a ratio of mean times)."""
+    if cond.empty:
+        return []
+    out = []
+    m = every_c.match_summary(every_c.match_frame(cond, ded))
+    if m["cells"]:
+        out.append(Verdict(
+            f"One adapter's per-group test accuracy is within {every_c.MATCH_POINTS:g} points of "
+            "the dedicated CPT(c) runs",
+            f"mean absolute difference {m['mad']:.1f} points over {m['cells']} (c, group) "
+            f"cells of {every_c.seeds_range(m)} (a cell's paired SE: {m['noise']:.1f})",
+            "holds" if m["within"] else "does not hold", chapter))
+    cost = every_c.cost_frame(cond, ded)
+    if not cost.empty:
+        ratio = cost.iloc[0]["train_s"] / cost.iloc[1]["train_s"]
+        out.append(Verdict(
+            f"Training it costs at most {every_c.COST_RATIO:g}× one dedicated run",
+            f"{ratio:.2f}× ({cost.iloc[0]['train_s']:.0f} s against "
+            f"{cost.iloc[1]['train_s']:.0f} s, means over the sweep's runs)",
+            "holds" if ratio <= every_c.COST_RATIO else "does not hold", chapter))
+    choices = every_c.choice_frame(cond, ded)
+    if not choices.empty:
+        for _, d in every_c.choice_differences(choices).iterrows():
+            if "searched" not in d["way"]:
+                continue
+            out.append(Verdict(
+                f"Choosing c on validation ({d['way'].split(': ')[-1]}) raises the test worst "
+                "group over c = 1",
+                "searched − c = 1: " + _points(d["mean"] / 100, d["ci_low"] / 100,
+                                              d["ci_high"] / 100, int(d["n"])),
+                _judge(d["ci_low"], d["ci_high"], int(d["n"]), 1), chapter))
+    return out
+
+
 def verdict_table(verdicts: Sequence[Verdict], *, with_where: bool = False) -> Note:
     """The verdicts as a Markdown table (a chapter's first output)."""
     if not verdicts:
@@ -173,10 +213,15 @@ def verdict_table(verdicts: Sequence[Verdict], *, with_where: bool = False) -> N
     return Note("\n".join(lines))
 
 
-def all_verdicts(load: Callable[[str], pd.DataFrame]) -> list[Verdict]:
-    """Every chapter's verdicts; ``load(experiment)`` gives that experiment's labelled runs."""
+def all_verdicts(load: Callable[[str], pd.DataFrame],
+                 load_conditioned: Callable[[str], pd.DataFrame] | None = None) -> list[Verdict]:
+    """Every chapter's verdicts; ``load(experiment)`` gives that experiment's labelled runs,
+    ``load_conditioned(experiment)`` its conditioned runs (one adapter for every c)."""
     image, text = load("synthetic"), load("text")
     found = benchmark_verdicts(image) + controllability_verdicts(image)
+    if load_conditioned is not None:
+        cond = load_conditioned("synthetic")
+        found += every_c_verdicts(cond, every_c.dedicated_for(image, cond))
     found += dynamics_verdicts(image) if not image.empty else []
     found += [Verdict(f"Text task: {v.claim}", v.evidence, v.verdict, v.chapter)
               for v in benchmark_verdicts(text, chapter="text")
@@ -184,9 +229,10 @@ def all_verdicts(load: Callable[[str], pd.DataFrame]) -> list[Verdict]:
     return found
 
 
-def landing_text(load: Callable[[str], pd.DataFrame], profile: str) -> str:
+def landing_text(load: Callable[[str], pd.DataFrame], profile: str,
+                 load_conditioned: Callable[[str], pd.DataFrame] | None = None) -> str:
     """The landing page's verdicts: every claim at this profile, linked to its chapter."""
-    table = verdict_table(all_verdicts(load), with_where=True).text
+    table = verdict_table(all_verdicts(load, load_conditioned), with_where=True).text
     return (f"At the **{profile}** profile, the records say this about the paper's claims "
             "(each verdict is a paired comparison over seeds with a 95 % t interval: *holds* "
             "when the interval lies on the claimed side of zero, *does not hold* when it lies "

@@ -2,7 +2,8 @@
 ``cptlib.analysis``. Call ``style.apply()`` once before drawing (nothing is set at import).
 
 Modules: ``style`` (theme, one colour per method family, figure helpers), ``runs`` (one run's
-figures), ``toy``, ``benchmark``, ``controllability``, ``dynamics``, ``efficiency``.
+figures), ``toy``, ``benchmark``, ``controllability``, ``dynamics``, ``efficiency``,
+``every_c`` (one adapter for every c), ``dial`` (the figure where the reader dials c).
 """
 
 from cptlib.report import style
