@@ -140,6 +140,8 @@ def test_figures_draw_the_adapter_and_the_dedicated_runs(runs):
     # Every panel: 4 group curves, and diamonds where a dedicated run has that c (1 and 4).
     lines = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 4]
     assert len(lines) == 4
+    legend = fig.legends[0]  # one legend for the figure: the groups and the diamonds' meaning
+    assert [t.get_text() for t in legend.get_texts()][-1] == "dedicated CPT(c) run"
     front = figures.front_figure(every_c.front_frame(cond, ded))
     labels = front.axes[0].get_legend_handles_labels()[1]
     assert labels == ["one adapter (13 c)", "dedicated CPT(c) (5 c)"]
@@ -163,3 +165,21 @@ def test_every_c_verdicts_state_the_targets(runs):
     assert found[1].verdict == ("holds" if ratio <= 1.5 else "does not hold")
     assert "|" not in "".join(v.evidence for v in found)  # they go into a Markdown table
     assert verdicts.every_c_verdicts(cond.iloc[0:0], ded) == []
+
+
+def test_conditioned_runs_without_dedicated_runs_still_render(runs):
+    """A user's first conditioned run, before any dedicated one: no errors, plain notes."""
+    from cptlib.analysis import verdicts
+    from cptlib.report import every_c as figures
+
+    cond, ded = runs
+    none = ded.iloc[0:0]
+    assert every_c.match_frame(cond, none).empty
+    choices = every_c.choice_frame(cond, none)
+    assert not choices.empty and not choices["way"].str.startswith("dedicated").any()
+    assert len(every_c.choice_differences(choices)) == 2
+    assert every_c.cost_frame(cond, none).empty
+    assert [v.claim[:25] for v in verdicts.every_c_verdicts(cond, none)] == [
+        "Choosing c on validation "] * 2
+    assert figures.paths_figure(every_c.paths_frame(cond), none).axes
+    assert "0 dedicated CPT runs" in every_c.status_text(cond, none, "smoke", "synthetic").text

@@ -3,6 +3,7 @@ and the verdict follows the interval's side of zero."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -60,3 +61,10 @@ def test_the_table_links_each_claim_to_its_chapter(runs):
     table = V.verdict_table(V.benchmark_verdicts(runs), with_where=True).text
     assert table.startswith("| claim |") and "{doc}`/runs/benchmark`" in table
     assert "No paired runs yet" in V.verdict_table([]).text
+
+
+def test_one_pair_gives_no_interval_rather_than_nan():
+    from cptlib.analysis.verdicts import _points
+
+    assert _points(0.012, math.nan, math.nan, 1) == "+1.2 points (1 paired)"
+    assert "95 % CI -0.5 to +2.0" in _points(0.01, -0.005, 0.02, 3)

@@ -304,7 +304,7 @@ def choice_frame(cond: pd.DataFrame, ded: pd.DataFrame) -> pd.DataFrame:
         for objective, s in search[search["seed"] == seed].groupby("objective", sort=False):
             add(OBJECTIVE_TITLES.get(objective, objective), seed, s)
     dedicated = dedicated_long(ded)
-    for seed, g in dedicated.groupby("seed"):
+    for seed, g in dedicated.groupby("seed") if not dedicated.empty else ():
         val = g[g["split"] == "val"].drop_duplicates("run_id")
         best = val.loc[val["worst_group_acc"].idxmax(), "run_id"]
         add(DEDICATED_CHOICE, seed, g[g["run_id"] == best])
@@ -330,7 +330,9 @@ def choice_differences(frame: pd.DataFrame, baseline: str = "one adapter, c = 1"
                        metric: str = "test_worst") -> pd.DataFrame:
     """Each way minus ``baseline`` in ``metric`` (points), paired by seed, with a 95 % t
     interval."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if frame.empty or not (frame["way"] == baseline).any():
+        return pd.DataFrame(rows)
     base = frame[frame["way"] == baseline].set_index("seed")[metric]
     for way, g in frame.groupby("way", sort=False):
         if way == baseline:

@@ -55,6 +55,8 @@ def _judge(low: float, high: float, n: int, claimed_sign: int, unit: str = "seed
 
 
 def _points(mean: float, low: float, high: float, n: int, unit: str = "points") -> str:
+    if math.isnan(low) or math.isnan(high):  # one pair: no interval to give
+        return f"{100 * mean:+.1f} {unit} ({n} paired)"
     return (f"{100 * mean:+.1f} {unit} (95 % CI {100 * low:+.1f} to {100 * high:+.1f}; "
             f"{n} paired)")
 

@@ -51,6 +51,7 @@ def paths_figure(curves: pd.DataFrame, ded: pd.DataFrame, split: str = "test") -
         ax.set_xlabel("that group's entry of c")
     axes[0, 0].set_ylabel(f"{split} accuracy (%)")
     axes[0, 0].plot([], [], "D", mfc="white", color="black", label="dedicated CPT(c) run")
+    axes[0, 0].legend()
     move_legend(fig, axes[0], "group", below=True)
     caption(fig, f"Per-group {split} accuracy as one entry of c is raised: the one adapter "
                  "(lines, mean ± SE over seeds)\nand the dedicated CPT(c) runs (diamonds)")
