@@ -225,3 +225,32 @@ def test_cpt_eval_dials_c_on_a_conditioned_record_and_refuses_a_bad_c(tmp_path):
     done = cpt()  # without --c: the reference c, named in the output
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["c"] == [1.0] * 4
+
+
+def test_a_resumed_conditioned_run_ends_exactly_like_an_uninterrupted_one(tmp_path):
+    """The c drawn per step are a function of (seed, step), and the wrapper's parameters are
+    what the checkpoint holds, so a crash costs nothing but time."""
+    from cptlib.runs.worker import load_data, run_model, spec_for
+    from cptlib.train import train
+
+    spec = spec_for("synthetic", "smoke", {"conditioned": True, "c_hidden": 4, "steps": 12,
+                                           "eval_every": 4, "results_dir": str(tmp_path)}, None)
+    data = load_data(spec)
+
+    def fresh():
+        cfg = spec.train_config()
+        cfg.validate(data.train.n_groups)
+        return run_model(spec, cfg, data), cfg
+
+    def go(**kwargs):
+        model, cfg = fresh()
+        return train(model, data.train, data.val, data.test, cfg, progress=False, **kwargs)
+
+    whole = go()
+    ckpt = tmp_path / "run.pt"
+    assert go(checkpoint=ckpt, stop_after=7) == {"finished": False, "step": 7}
+    resumed = go(checkpoint=ckpt)  # a new model object: everything comes from the checkpoint
+    assert resumed["history"] == whole["history"]
+    assert resumed["selected_step"] == whole["selected_step"]
+    for key, value in whole["best_state"].items():
+        assert torch.equal(resumed["best_state"][key], value), key
