@@ -159,3 +159,30 @@ def control_table(
             row.update({f"mu_{at}": got["mu"], f"angle_{at}": got["angle"]})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def control_summary(runs: pd.DataFrame, split: str = "val",
+                    read: Callable[[str], dict[str, Any]] = records.read_record) -> pd.DataFrame:
+    """Mean ± SE over seeds of μ and the angle per (method, c), at the last and at the
+    selected checkpoint (``control_table`` aggregated); CPT and Scalarized runs only."""
+    keep = runs[runs["method"].isin(("cpt", "scalarized"))] if not runs.empty else runs
+    if keep.empty:
+        return pd.DataFrame()
+    table = control_table(keep, split, read=read)
+    values = ["mu_last", "angle_last", "mu_selected", "angle_selected"]
+    return records.aggregate(table, ["method", "c_str"], values)
+
+
+def control_pairs(runs: pd.DataFrame, split: str = "val", at: str = "last",
+                  read: Callable[[str], dict[str, Any]] = records.read_record) -> pd.DataFrame:
+    """CPT minus Scalarized in the angle and in μ, for every (c, seed) both have: does the
+    balancer end nearer its ray than weighting the losses by the same c?"""
+    keep = runs[runs["method"].isin(("cpt", "scalarized"))] if not runs.empty else runs
+    if keep.empty:
+        return pd.DataFrame()
+    table = control_table(keep, split, read=read)
+    cpt, sc = table[table["method"] == "cpt"], table[table["method"] == "scalarized"]
+    both = cpt.merge(sc, on=["c_str", "seed"], suffixes=("_cpt", "_sc"))
+    return pd.DataFrame({"c_str": both["c_str"], "seed": both["seed"],
+                         "angle": both[f"angle_{at}_cpt"] - both[f"angle_{at}_sc"],
+                         "mu": both[f"mu_{at}_cpt"] - both[f"mu_{at}_sc"]})

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cptlib.analysis.control import control_pairs, control_summary
 from cptlib.analysis.frames import group_names, sweep_runs
 from cptlib.analysis.labels import c_order, c_values, ordered
+from cptlib.analysis.paired import mean_interval
 from cptlib.analysis.text import Note, missing, no_runs_text, nothing
 
 #: Parameters that must agree for two runs to be compared as a pair (besides method, α, seed).
@@ -166,3 +168,61 @@ def tradeoff_data(runs: pd.DataFrame, checkpoint: str = "test") -> pd.DataFrame:
         "uniform_c": runs["uniform_c"], "c_label": runs["c_label"],
     }, index=runs.index)
 
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def precision_table(runs: pd.DataFrame, split: str = "val") -> pd.DataFrame | Note:
+    """How close each (method, c) ends to its ray, on the per-group ``split`` losses: the
+    angle between (L_k) and (1/c_k) in degrees and the non-uniformity μ, mean ± SE over seeds,
+    at the selected and at the last checkpoint."""
+    summary = control_summary(runs, split)
+    if summary.empty:
+        return nothing("CPT or Scalarized runs")
+
+    def cell(row: pd.Series, name: str, digits: int) -> str:
+        mean, se = row[name], row[f"{name}_se"]
+        return f"{mean:.{digits}f}" + ("" if missing(se) else f" ± {se:.{digits}f}")
+
+    rows = []
+    for _, r in summary.iterrows():
+        rows.append({"method": {"cpt": "CPT", "scalarized": "Scalarized"}.get(r["method"]),
+                     "c": r["c_str"], "seeds": int(r["n"]),
+                     "angle, selected (°)": cell(r, "angle_selected", 1),
+                     "angle, last (°)": cell(r, "angle_last", 1),
+                     "μ, selected": cell(r, "mu_selected", 4), "μ, last": cell(r, "mu_last", 4)})
+    return pd.DataFrame(rows)
+
+
+def precision_text(runs: pd.DataFrame, split: str = "val") -> Note:
+    """CPT against Scalarized on the same (c, seed): the paired difference of the angle at
+    the last and at the selected checkpoint, with its interval, and where CPT misses most."""
+    lines = []
+    for at, name in (("last", "last"), ("selected", "selected")):
+        pairs = control_pairs(runs, split, at)
+        if pairs.empty:
+            return Note("*No (c, seed) has both a CPT and a Scalarized run: the precision of "
+                        "control cannot be compared.*")
+        mean, low, high, n = mean_interval(pairs["angle"])
+        if n < 2:
+            tell = "cannot be told from one pair"
+        elif high < 0:
+            tell = "CPT ends nearer its ray"
+        elif low > 0:
+            tell = "Scalarized ends nearer the ray"
+        else:
+            tell = f"not distinguishable at {n} paired runs"
+        ci = "" if n < 2 else f" (95 % CI {low:+.1f} to {high:+.1f})"
+        lines.append(f"- At the {name} checkpoint, CPT's angle to the ray minus Scalarized's, "
+                     f"over {n} paired (c, seed): **{mean:+.1f}°**{ci}: {tell}.")
+    summary = control_summary(runs, split)
+    cpt = summary[summary["method"] == "cpt"].sort_values("angle_last")
+    if not cpt.empty:
+        worst = cpt.iloc[-1]
+        lines.append(f"- CPT's ray hit least closely: c = {worst['c_str']}, "
+                     f"{worst['angle_last']:.1f}° at the last checkpoint "
+                     f"(μ = {worst['mu_last']:.4f}); the closest: c = {cpt.iloc[0]['c_str']}, "
+                     f"{cpt.iloc[0]['angle_last']:.1f}°.")
+    where = {"val": "validation", "test": "test"}.get(split, split)
+    return Note(f"Measured on the per-group {where} losses:\n\n" + "\n".join(lines))

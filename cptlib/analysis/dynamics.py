@@ -7,12 +7,15 @@ point of its curve, hence never above its peak.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 
-from cptlib.analysis.labels import DYNAMICS_LABELS, ordered
-from cptlib.analysis.text import Note, nothing, pct, seeds_text
+from cptlib import records
+from cptlib.analysis.labels import DYNAMICS_LABELS, MAIN_LABELS, ordered
+from cptlib.analysis.paired import best_minus_last, steps_to_reach
+from cptlib.analysis.text import DASH, Note, nothing, pct, seeds_text
 
 
 def _steps_text(steps: Sequence[int]) -> str:
@@ -147,3 +150,40 @@ def balancer_table(diag: pd.DataFrame) -> pd.DataFrame | Note:
                      "steps with an absent group", "solver failures"]
     table.index.name = "method"
     return table
+
+
+def dynamics_numbers(runs: pd.DataFrame, level: float,
+                     read: Callable[[str], dict[str, Any]] = records.read_record,
+                     labels: Sequence[str] = MAIN_LABELS) -> pd.DataFrame | Note:
+    """Per method (c = 1): the steps until the minority group first reaches ``level``
+    validation accuracy, and the test worst-group accuracy lost between its best evaluation
+    and the last, mean ± SE over seeds. A run that never reaches the level is counted, not
+    averaged in (its column says how many reached)."""
+    main = runs[runs["uniform_c"] & runs["label"].isin(labels)] if not runs.empty else runs
+    if main.empty:
+        return nothing("runs of the main table")
+    rows = []
+    for label in ordered(main["label"].unique()):
+        steps, lost = [], []
+        group = main[main["label"] == label]
+        for path in group["path"]:
+            record = read(path)
+            counts = record.get("train_group_counts") or [0]
+            minority = min(range(len(counts)), key=counts.__getitem__)
+            reached = steps_to_reach(record, [minority], level)
+            if reached is not None:
+                steps.append(reached)
+            lost.append(100 * best_minus_last(record))
+        rows.append({"method": label, "runs": len(group),
+                     f"reached {level:.0%}": f"{len(steps)} of {len(group)}",
+                     "steps to reach": _mean_se_text(steps, 0),
+                     "best − last, worst group (points)": _mean_se_text(lost, 1)})
+    return pd.DataFrame(rows)
+
+
+def _mean_se_text(values: Sequence[float], digits: int) -> str:
+    v = pd.Series(values, dtype=float).dropna()
+    if v.empty:
+        return DASH
+    se = v.std(ddof=1) / len(v) ** 0.5 if len(v) > 1 else float("nan")
+    return f"{v.mean():.{digits}f}" + ("" if pd.isna(se) else f" ± {se:.{digits}f}")

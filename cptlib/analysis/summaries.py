@@ -9,7 +9,8 @@ import pandas as pd
 
 from cptlib import records
 from cptlib.analysis.frames import column
-from cptlib.analysis.labels import METRIC_TITLES, ordered
+from cptlib.analysis.labels import MAIN_LABELS, METRIC_TITLES, ordered
+from cptlib.analysis.paired import paired_difference
 from cptlib.analysis.text import DASH, Note, missing, no_runs_text, nothing, seeds_text
 
 
@@ -125,3 +126,30 @@ def comparison_text(
     if expected and missing_runs:
         lines.append(f"- No runs yet of: {', '.join(missing_runs)}.")
     return Note("\n".join(lines))
+
+
+def paired_main_table(runs: pd.DataFrame, treatment: str = "CPT(c=1)",
+                      baselines: Sequence[str] | None = None) -> pd.DataFrame | Note:
+    """CPT(c = 1) minus every baseline of the main table, paired by seed (the same batches
+    for both), in worst-group and average test accuracy: mean ± SE, 95 % t interval, verdict."""
+    baselines = [b for b in (baselines or MAIN_LABELS) if b != treatment]
+    main = runs[runs["uniform_c"]] if not runs.empty else runs
+    if main.empty or not (main["label"] == treatment).any():
+        return nothing(f"{treatment} runs")
+    rows = []
+    for base in baselines:
+        if not (main["label"] == base).any():
+            continue
+        row: dict[str, object] = {"baseline": base}
+        for metric, title in (("test.worst_group_acc", "worst group"), ("test.avg_acc", "average")):
+            d = paired_difference(main[main["label"] == treatment], main[main["label"] == base],
+                                  metric, treatment_name=treatment, baseline_name=base)
+            se = "" if math.isnan(d.se) else f" ± {100 * d.se:.1f}"
+            ci = (DASH if math.isnan(d.ci_low)
+                  else f"{100 * d.ci_low:+.1f} to {100 * d.ci_high:+.1f}")
+            row[f"Δ {title} (points)"] = f"{100 * d.mean:+.1f}{se}"
+            row[f"95 % CI, {title}"] = ci
+            row[f"verdict, {title}"] = d.verdict
+        row["seeds"] = d.n
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else nothing("baselines paired with " + treatment)
