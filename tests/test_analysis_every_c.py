@@ -183,3 +183,24 @@ def test_conditioned_runs_without_dedicated_runs_still_render(runs):
         "Choosing c on validation "] * 2
     assert figures.paths_figure(every_c.paths_frame(cond), none).axes
     assert "0 dedicated CPT runs" in every_c.status_text(cond, none, "smoke", "synthetic").text
+
+
+def test_the_noise_floor_is_the_half_normal_mean_of_the_cells_standard_errors(runs):
+    cond, ded = runs
+    frame = every_c.match_frame(cond, ded)
+    s = every_c.match_summary(frame)
+    ses = frame["difference_se"].dropna()
+    assert s["noise_gap"] == pytest.approx((ses * math.sqrt(2 / math.pi)).mean())
+    assert "identical expected accuracies" in every_c.match_text(frame).text
+    one_seed = frame.assign(difference_se=math.nan)
+    assert "cannot be told" in every_c.match_text(one_seed).text
+
+
+def test_paper_sizes_leave_out_the_full_fine_tune():
+    import pandas as pd
+
+    counts = pd.DataFrame([{"model": "vit", "method": "vpt-deep", "trainable": 1000},
+                           {"model": "resnet50", "method": "full-finetune", "trainable": 10**7}])
+    table = every_c.paper_adapter_table(counts, n_groups=4, hidden=16)
+    assert table["model"].tolist() == ["vit"]
+    assert table.iloc[0]["conditioned, K = 4, H = 16 (kB)"] == f"{4 * (17_000 + 80) / 1e3:,.0f}"

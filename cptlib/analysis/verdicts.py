@@ -177,7 +177,8 @@ def every_c_verdicts(cond: pd.DataFrame, ded: pd.DataFrame,
             f"One adapter's per-group test accuracy is within {every_c.MATCH_POINTS:g} points of "
             "the dedicated CPT(c) runs",
             f"mean absolute difference {m['mad']:.1f} points over {m['cells']} (c, group) "
-            f"cells of {every_c.seeds_range(m)} (a cell's paired SE: {m['noise']:.1f})",
+            f"cells of {every_c.seeds_range(m)} (identical runs would differ by about "
+            f"{m['noise_gap']:.1f} at these seeds)",
             "holds" if m["within"] else "does not hold", chapter))
     cost = every_c.cost_frame(cond, ded)
     if not cost.empty:
