@@ -293,7 +293,7 @@ def test_paper_title_and_dataset_need_no_sweep():
 
 
 def test_conditioned_runs_stay_out_of_the_ordinary_tables(tmp_path):
-    write_fake_results(tmp_path, "smoke", text=False)
+    write_fake_results(tmp_path, "smoke", text=False, conditioned=False)
     record, rel = fake_record("synthetic", "smoke", "cpt", 1.0, None, 0)
     record["params"]["conditioned"] = True
     records.write_record(record, tmp_path / rel)

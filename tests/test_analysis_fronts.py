@@ -203,7 +203,7 @@ def test_best_is_monotone_in_the_level() -> None:
 
 def test_on_records_of_the_real_layout(tmp_path: Path) -> None:
     """The columns ``load_records`` gives are the ones the defaults name."""
-    write_fake_results(tmp_path, text=False)
+    write_fake_results(tmp_path, text=False, conditioned=False)  # raw records, no filter
     runs = records.load_records(tmp_path, "smoke", "synthetic")
     family = {"cpt": "CPT", "scalarized": "Scalarized", "groupdro": "GroupDRO"}.get
     per_seed = fronts.family_hypervolumes(runs, lambda r: family(r["method"]),
