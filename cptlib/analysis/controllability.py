@@ -16,6 +16,7 @@ from cptlib.analysis.frames import group_names, sweep_runs
 from cptlib.analysis.labels import c_order, c_values, ordered
 from cptlib.analysis.paired import mean_interval
 from cptlib.analysis.text import Note, missing, no_runs_text, nothing
+from cptlib.records import format_mean_se
 
 #: Parameters that must agree for two runs to be compared as a pair (besides method, α, seed).
 SETTING_COLUMNS = (
@@ -182,8 +183,7 @@ def precision_table(runs: pd.DataFrame, split: str = "val") -> pd.DataFrame | No
         return nothing("CPT or Scalarized runs")
 
     def cell(row: pd.Series, name: str, digits: int) -> str:
-        mean, se = row[name], row[f"{name}_se"]
-        return f"{mean:.{digits}f}" + ("" if missing(se) else f" ± {se:.{digits}f}")
+        return format_mean_se(row[name], row[f"{name}_se"], scale=1, digits=digits)
 
     rows = []
     for _, r in summary.iterrows():

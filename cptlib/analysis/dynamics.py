@@ -14,8 +14,8 @@ import pandas as pd
 
 from cptlib import records
 from cptlib.analysis.labels import DYNAMICS_LABELS, MAIN_LABELS, ordered
-from cptlib.analysis.paired import best_minus_last, steps_to_reach
-from cptlib.analysis.text import DASH, Note, nothing, pct, seeds_text
+from cptlib.analysis.paired import best_minus_last, mean_se, steps_to_reach
+from cptlib.analysis.text import Note, nothing, pct, seeds_text
 
 
 def _steps_text(steps: Sequence[int]) -> str:
@@ -182,8 +182,5 @@ def dynamics_numbers(runs: pd.DataFrame, level: float,
 
 
 def _mean_se_text(values: Sequence[float], digits: int) -> str:
-    v = pd.Series(values, dtype=float).dropna()
-    if v.empty:
-        return DASH
-    se = v.std(ddof=1) / len(v) ** 0.5 if len(v) > 1 else float("nan")
-    return f"{v.mean():.{digits}f}" + ("" if pd.isna(se) else f" ± {se:.{digits}f}")
+    mean, se, _ = mean_se(values)
+    return records.format_mean_se(mean, se, scale=1, digits=digits)

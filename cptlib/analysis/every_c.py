@@ -19,7 +19,9 @@ import pandas as pd
 from cptlib.analysis.frames import column, read_run
 from cptlib.analysis.labels import c_text
 from cptlib.analysis.paired import mean_interval
-from cptlib.analysis.text import DASH, Note, no_runs_text, pct, seeds_text
+from cptlib.analysis.paired import mean_se as _mean_se
+from cptlib.analysis.text import DASH, Note, no_runs_text, seeds_text
+from cptlib.records import format_mean_se
 
 #: The issue's target: the adapter's per-group test accuracy within this many points of the
 #: dedicated runs (mean absolute difference over groups and c), at most this training cost.
@@ -110,13 +112,6 @@ def status_text(cond: pd.DataFrame, ded: pd.DataFrame, profile: str, experiment:
         "error over seeds.")
 
 
-def _mean_se(values: pd.Series) -> tuple[float, float, int]:
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    n = len(v)
-    return (float(v.mean()) if n else math.nan,
-            float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan, n)
-
-
 def match_frame(cond: pd.DataFrame, ded: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """Per (c, group) where both exist: the conditioned adapter's and the dedicated runs'
     accuracy (points, mean and SE over seeds) and their difference paired by seed."""
@@ -165,9 +160,8 @@ def seeds_range(summary: dict[str, Any]) -> str:
 
 
 def _cell(mean: float, se: float) -> str:
-    if math.isnan(mean):
-        return DASH
-    return pct(mean) + ("" if math.isnan(se) else f" ± {pct(se)}")
+    """Mean ± SE of values already in points."""
+    return format_mean_se(mean, se, scale=1)
 
 
 def match_table(frame: pd.DataFrame) -> pd.DataFrame | Note:
@@ -256,11 +250,16 @@ def cost_frame(cond: pd.DataFrame, ded: pd.DataFrame) -> pd.DataFrame:
     ])
 
 
+def cost_ratio(frame: pd.DataFrame) -> float:
+    """Training time of one conditioned run over one dedicated run (``cost_frame``)."""
+    return float(frame.iloc[0]["train_s"] / frame.iloc[1]["train_s"])
+
+
 def cost_text(frame: pd.DataFrame) -> Note:
     if frame.empty:
         return Note("*No conditioned and dedicated runs to compare yet.*")
     one, ded, many = frame.iloc[0], frame.iloc[1], frame.iloc[2]
-    ratio = one["train_s"] / ded["train_s"]
+    ratio = cost_ratio(frame)
     verdict = "within" if ratio <= COST_RATIO else "**above**"
     return Note(
         f"Training one conditioned adapter took {one['train_s']:.0f} s (mean of "

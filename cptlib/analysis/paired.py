@@ -52,14 +52,20 @@ def _by_seed(runs: pd.DataFrame, metric: str, seed: str, name: str) -> pd.Series
     return values
 
 
+def mean_se(values: pd.Series | Sequence[float]) -> tuple[float, float, int]:
+    """(mean, standard error, n) of ``values`` with NaNs dropped; the SE (std ddof = 1 / √n)
+    is NaN for fewer than two values."""
+    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    n = len(v)
+    return (float(v.mean()) if n else math.nan,
+            float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan, n)
+
+
 def mean_interval(values: pd.Series | Sequence[float],
                   level: float = 0.95) -> tuple[float, float, float, int]:
     """(mean, low, high, n) of ``values`` with a t interval at ``level`` (n − 1 degrees of
     freedom); NaNs are dropped, and the interval is NaN for fewer than two values."""
-    v = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
-    n = len(v)
-    mean = float(v.mean()) if n else math.nan
-    se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    mean, se, n = mean_se(values)
     half = float(stats.t.ppf((1 + level) / 2, n - 1)) * se if n > 1 else math.nan
     return mean, mean - half, mean + half, n
 

@@ -182,7 +182,7 @@ def every_c_verdicts(cond: pd.DataFrame, ded: pd.DataFrame,
             "holds" if m["within"] else "does not hold", chapter))
     cost = every_c.cost_frame(cond, ded)
     if not cost.empty:
-        ratio = cost.iloc[0]["train_s"] / cost.iloc[1]["train_s"]
+        ratio = every_c.cost_ratio(cost)
         out.append(Verdict(
             f"Training it costs at most {every_c.COST_RATIO:g}× one dedicated run",
             f"{ratio:.2f}× ({cost.iloc[0]['train_s']:.0f} s against "
