@@ -67,7 +67,7 @@ def _inputs_hash(notebook: Path, params: dict, profile: str, results: Path) -> s
     h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(records.code_version().encode())  # all of cptlib: plots change the pages too
-    for folder in (results / profile, results / "bench", results / "paper"):
+    for folder in (results / profile, results / "bench", results / "profile", results / "paper"):
         for path in sorted(folder.rglob("*.json")) if folder.exists() else []:
             h.update(str(path.relative_to(results)).encode())
             h.update(path.read_bytes())

@@ -212,6 +212,7 @@ def write_fake_results(
             written.append(records.write_record(record, results / rel))
     if bench:
         written += write_fake_bench(results / "bench")
+        written.append(write_fake_run_profile(results / "profile" / "quick.json"))
     written.append(write_fake_trainable(results, profile))
     return written
 
@@ -241,6 +242,23 @@ def fake_runs(results: Path, experiment: str = "synthetic") -> pd.DataFrame:
     runs = load_runs(results, "smoke", experiment)
     runs.attrs["results"] = results
     return runs
+
+
+def write_fake_run_profile(path: Path) -> Path:
+    """A ``python -m cptlib.run_profile`` file: one run, both precisions."""
+    def entry(step: float, val: float, test: float, **extra: float) -> dict:
+        train, evals = 296 * step, 4 * (val + test)
+        return {"step_s": step, "eval_val_s": val, "eval_test_s": test, "train_s": train,
+                "eval_s": evals, "run_s": 2.0 + train + evals, **extra}
+
+    run = {"experiment": "synthetic", "profile": "quick", "method": "cpt", "run_steps": 296,
+           "run_evals": 4, "threads": 1, "data_s": 1.5, "model_s": 0.5,
+           "precisions": {"fp32": entry(0.2, 1.0, 1.0),
+                          "bf16": entry(0.1, 0.5, 0.5, max_logit_diff=0.02,
+                                        same_prediction=0.99)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": {"cpu": "fake"}, "imports_s": 3.0, "runs": [run]}))
+    return path
 
 
 def write_fake_bench(folder: Path) -> list[Path]:

@@ -182,6 +182,7 @@ def test_pages_explain_their_inconsistencies(built):
     assert "8,450" in efficiency and "3,842" in efficiency  # MiniLM: defaults vs the profile
     assert "include the classification head" in efficiency
     assert "not a comparison of the methods" in efficiency  # recorded times vs the bench
+    assert "Where a quick run" in efficiency and "Under bf16 autocast" in efficiency  # profile
     assert "nan" not in efficiency.lower().split()
     dynamics = _text(runs / "dynamics.html")
     assert "never above the peak" in dynamics

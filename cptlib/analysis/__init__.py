@@ -7,7 +7,8 @@ Modules: ``text`` (``Note``, shared sentence pieces), ``labels`` (run, family, m
 ``frames`` (records → DataFrames), ``groups`` (group counts, one run's per-group table),
 ``summaries`` (main table, comparisons), ``controllability`` (pairs of c runs),
 ``dynamics`` (minority group, balancer diagnostics), ``bench`` (``cpt bench`` files),
-``efficiency`` (parameters, adapters, run times), ``paper`` (paper pages), ``toy``,
+``efficiency`` (parameters, adapters, run times), ``run_profile`` (a run's phases),
+``paper`` (paper pages), ``toy``,
 ``every_c`` (one adapter for every c against the dedicated runs), ``verdicts``.
 """
 
@@ -62,6 +63,12 @@ from cptlib.analysis.labels import (
     run_label,
 )
 from cptlib.analysis.paper import paper_dataset, paper_title, params_table, profile_runs_table
+from cptlib.analysis.run_profile import (
+    PROFILE_MISSING,
+    load_run_profile,
+    run_profile_table,
+    run_profile_text,
+)
 from cptlib.analysis.summaries import comparison_text, main_table, method_summary, status_text
 from cptlib.analysis.text import Note, no_runs_text
 
@@ -73,6 +80,7 @@ __all__ = [
     "group_counts", "group_names", "history_frame", "label_runs", "load_bench",
     "load_runs", "load_trainable", "main_table", "method_family", "method_summary",
     "minority_summary", "minority_table", "minority_text", "model_title", "no_runs_text",
+    "PROFILE_MISSING", "load_run_profile", "run_profile_table", "run_profile_text",
     "ordered", "pairs", "paper_dataset", "paper_title", "params_table", "per_group_table",
     "profile_runs_table", "read_run", "record_group_counts", "results_path", "run_label",
     "run_time_table", "run_time_text", "runs_group_counts", "status_text", "trainable_table",
