@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import platform
 import statistics
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from cptlib import _io
 
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_EXPERIMENTS = ("synthetic", "text")
@@ -69,9 +72,10 @@ def profile_run(experiment: str, profile: str = "quick", *, steps: int = 20,
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
     torch.set_num_threads(threads)
-    from cptlib import train as T
-    from cptlib.runs.inputs import build_model, load_data
-    from cptlib.runs.spec import RunSpec
+    # lazy: main() times these imports as a run's kernel pays them
+    from cptlib import train as T  # lazy
+    from cptlib.runs.inputs import build_model, load_data  # lazy
+    from cptlib.runs.spec import RunSpec  # lazy
 
     phases: dict[str, float] = {}
 
@@ -136,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the profiles here (atomically)")
     args = p.parse_args(argv)
     start = time.perf_counter()
-    import cptlib.runs.inputs  # noqa: F401 — torch, timm, transformers: what a run's kernel imports
-    import cptlib.train  # noqa: F401
-    from cptlib.runs.experiments import EXPERIMENTS
+    # lazy: timed here, as a run's kernel pays them (torch, timm, transformers)
+    import cptlib.runs.inputs  # noqa: F401  (lazy)
+    import cptlib.train  # noqa: F401  (lazy)
+    from cptlib.runs.experiments import EXPERIMENTS  # lazy
 
     imports_s = time.perf_counter() - start
 
@@ -150,10 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         print(f"run_profile: error: --steps must be ≥ 1, got {args.steps}", file=sys.stderr)
         return 2
-    import platform
-
-    from cptlib import _io
-
     rows = [profile_run(name, args.profile, steps=args.steps) for name in args.experiments]
     result = {"machine": {"cpu": platform.processor() or platform.machine(),
                           "python": platform.python_version()},

@@ -24,6 +24,7 @@ LAYER_OF = {
     "cptlib.report": "report", "cptlib.plots": "report",
     "cptlib.runs": "runs", "cptlib.launch": "runs",
     "cptlib.bench": "top", "cptlib.book": "top", "cptlib.cli": "top",
+    "cptlib.run_profile": "top",
 }
 #: What each layer may import (besides itself).
 MAY_IMPORT = {
