@@ -21,7 +21,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +55,11 @@ def precision(model: Any, name: str) -> Iterator[None]:
         del model.forward
 
 
-def _timed(fn) -> float:
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()``'s value and the seconds it took."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    value = fn()
+    return value, time.perf_counter() - start
 
 
 def profile_run(experiment: str, profile: str = "quick", *, steps: int = 20,
@@ -77,50 +78,31 @@ def profile_run(experiment: str, profile: str = "quick", *, steps: int = 20,
     from cptlib.runs.inputs import build_model, load_data  # lazy
     from cptlib.runs.spec import RunSpec  # lazy
 
-    phases: dict[str, float] = {}
-
     spec = RunSpec.build(experiment, profile, {"method": method, "seed": 0})
-    data = None
-
-    def load() -> None:
-        nonlocal data
-        data = load_data(spec)
-
-    phases["data_s"] = _timed(load)
+    data, data_s = _timed(lambda: load_data(spec))
     cfg = spec.train_config()
     cfg.resolve_epochs(len(data.train))
     cfg.validate(data.train.n_groups)
-    model = None
-
-    def build() -> None:
-        nonlocal model
-        model = build_model(spec, data.train.n_classes)
-
-    phases["model_s"] = _timed(build)
+    model, model_s = _timed(lambda: build_model(spec, data.train.n_classes))
     run_steps, n_evals = cfg.steps, math.ceil(cfg.steps / cfg.eval_every)
     cfg.steps = cfg.eval_every = 10**9  # the loop below never reaches an evaluation
     out: dict[str, Any] = {"experiment": experiment, "profile": profile, "method": method,
-                           "run_steps": run_steps, "run_evals": n_evals,
-                           "threads": threads, **phases, "precisions": {}}
+                           "run_steps": run_steps, "run_evals": n_evals, "threads": threads,
+                           "data_s": data_s, "model_s": model_s, "precisions": {}}
+
+    def one_step() -> None:  # each call starts at step 0: the same batch every time
+        T.train(model, data.train, data.val, data.test, cfg, stop_after=1, progress=False)
+
     for name in precisions:
         with precision(model, name):
-            T.train(model, data.train, data.val, data.test, cfg, stop_after=1, progress=False)
-            per_step = []
-            for _ in range(steps):  # each call starts at step 0: the same batch every time
-                per_step.append(_timed(lambda: T.train(model, data.train, data.val, data.test,
-                                                       cfg, stop_after=1, progress=False)))
-            step_s = statistics.median(per_step)
-            val_s = _timed(lambda: T.predict(model, data.val, cfg.eval_batch_size))
-            logits = None
-
-            def test_pass() -> None:
-                nonlocal logits
-                logits = T.predict(model, data.test, cfg.eval_batch_size)[0]
-
-            test_s = _timed(test_pass)
+            one_step()  # warm-up
+            step_s = statistics.median(_timed(one_step)[1] for _ in range(steps))
+            _, val_s = _timed(lambda: T.predict(model, data.val, cfg.eval_batch_size))
+            (logits, _, _), test_s = _timed(
+                lambda: T.predict(model, data.test, cfg.eval_batch_size))
         entry = {"step_s": step_s, "eval_val_s": val_s, "eval_test_s": test_s,
                  "train_s": step_s * run_steps, "eval_s": (val_s + test_s) * n_evals}
-        entry["run_s"] = phases["data_s"] + phases["model_s"] + entry["train_s"] + entry["eval_s"]
+        entry["run_s"] = data_s + model_s + entry["train_s"] + entry["eval_s"]
         out["precisions"][name] = entry
     if name != "fp32":  # the last precision's test logits against float32's, same parameters
         reference = T.predict(model, data.test, cfg.eval_batch_size)[0]

@@ -34,10 +34,9 @@ def run_profile_table(data: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for run in data["runs"]:
         fp32, bf16 = run["precisions"].get("fp32"), run["precisions"].get("bf16")
-        for key, label in PHASES:
-            source = run if key in ("data_s", "model_s") else None
-            a = source[key] if source else (fp32 or {}).get(key)
-            b = source[key] if source else (bf16 or {}).get(key)
+        for key, label in PHASES:  # data and model are timed once per run, not per precision
+            a = run[key] if key in run else (fp32 or {}).get(key)
+            b = run[key] if key in run else (bf16 or {}).get(key)
             rows.append({"experiment": run["experiment"], "phase": label,
                          "float32 (s)": a, "bf16 autocast (s)": b,
                          "float32 / bf16": a / b if a and b else None})
