@@ -169,3 +169,12 @@ def test_on_records_of_the_real_layout(tmp_path: Path) -> None:
     long = control.control_over_training(runs)
     assert len(long) == 4 * len(runs)  # four evaluations per fake run
     assert long.groupby("run_id")["selected"].sum().eq(1).all()
+
+
+def test_a_cpt_run_without_c_is_measured_against_c_1_as_it_was_trained():
+    """`cpt run synthetic -p method=cpt` leaves c unset; training aims at c = 1 then."""
+    rec = {**_record("b", None, [[1, 2]], 10), "group_names": ["g0", "g1"]}
+    assert control.control_at(rec) == control.control_at(rec, c=[1, 1])
+    erm = {**rec, "params": {**rec["params"], "method": "erm"}}
+    with pytest.raises(ValueError, match="no control vector"):
+        control.control_at(erm)

@@ -73,7 +73,10 @@ def ray_angle(losses: Any, c: Any) -> float:
 
 
 def _run_c(record: dict[str, Any], c: Sequence[float] | None) -> list[float]:
-    c = c if c is not None else (record.get("params") or {}).get("c")
+    params = record.get("params") or {}
+    c = c if c is not None else params.get("c")
+    if c is None and params.get("method") in ("cpt", "scalarized") and record.get("group_names"):
+        c = [1.0] * len(record["group_names"])  # what training used (train.make_balancer)
     if c is None:
         raise ValueError(f"run {record.get('run_id')}: no control vector c (pass c= to measure "
                          "a run without one against a ray)")
