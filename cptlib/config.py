@@ -20,6 +20,8 @@ METHODS = ("erm", "groupdro", "scalarized", "mgda", "cpt")
 GRAD_WAYS = ("auto", "expand", "split", "naive")
 SELECTION_METRICS = ("worst_group_acc", "auroc", "avg_acc", "mean_acc")
 SCHEDULES = ("cosine", "constant")
+#: Precisions of the forward pass (``cptlib.models.precision``); losses and balancers stay fp32.
+PRECISIONS = ("fp32", "bf16")
 #: Methods whose balancer takes a control vector c.
 C_METHODS = ("cpt", "scalarized")
 
@@ -123,6 +125,9 @@ class TrainConfig:
     selection: str = "worst_group_acc"
     diag_every: int = 10  # per-group gradient diagnostics for balancers that do not need them
     eval_batch_size: int = 256
+    # The forward pass's precision: "bf16" autocasts it (cptlib.models.precision); measured
+    # faster on CPUs with bf16 instructions, and the efficiency chapter says by how much.
+    precision: str = "fp32"
     seed: int = 0
     # One adapter for every c (``cptlib.models.conditioned``): prompts and head are θ(c); each
     # step draws c with log c_k uniform on [0, log c_max]; selection averages the validation
@@ -145,6 +150,7 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("grad_way", self.grad_way, GRAD_WAYS)
         check_choice("selection", self.selection, SELECTION_METRICS)
+        check_choice("precision", self.precision, PRECISIONS)
         if self.warmup_steps >= self.steps and self.warmup_steps > 0:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps ({self.steps})")
         if self.c is not None:

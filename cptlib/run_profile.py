@@ -4,9 +4,10 @@ Why: the performance issue asks for a quick run twice as fast, and a cut is only
 where the time is. A run's wall time is its start (imports, data, model) plus ``steps`` training
 steps plus ``evals × (val + test)`` evaluation passes; this module times each of those on the
 run's own spec, model and batches, and projects the run from them. The bf16 column runs the
-model's forward pass under ``torch.autocast`` (the per-group gradient maths and the balancer stay
-in float32), with how far its test logits and predictions move from float32's, so that whether
-reduced precision pays on this CPU is measured, not assumed.
+model's forward pass as a run with ``precision: bf16`` does (``cptlib.models.precision``: bf16
+autocast, attention on its unfused path, frozen weights held in bf16; the per-group gradient
+maths and the balancer stay in float32), with how far its test logits and predictions move from
+float32's, so that whether reduced precision pays on this CPU is measured, not assumed.
 
 ``python -m cptlib.run_profile --json results/profile/quick.json`` writes what the efficiency
 chapter reads. It trains nothing to completion and writes no record.
@@ -15,44 +16,19 @@ chapter reads. It trains nothing to completion and writes no record.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cptlib import _io
+from cptlib.config import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16")
 DEFAULT_EXPERIMENTS = ("synthetic", "text")
-
-
-@contextlib.contextmanager
-def precision(model: Any, name: str) -> Iterator[None]:
-    """Run ``model``'s forward under bf16 autocast (``name="bf16"``), logits back in float32,
-    so that losses, per-group gradients and the balancer are float32 as in a plain run."""
-    import torch
-
-    if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
-    if name == "fp32":
-        yield
-        return
-    plain = model.forward
-
-    def forward(x: Any) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return plain(x).float()
-
-    model.forward = forward  # an attribute of this instance only; removed on exit
-    try:
-        yield
-    finally:
-        del model.forward
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -75,6 +51,7 @@ def profile_run(experiment: str, profile: str = "quick", *, steps: int = 20,
     torch.set_num_threads(threads)
     # lazy: main() times these imports as a run's kernel pays them
     from cptlib import train as T  # lazy
+    from cptlib.models.precision import precision  # lazy
     from cptlib.runs.inputs import build_model, load_data  # lazy
     from cptlib.runs.spec import RunSpec  # lazy
 
@@ -94,6 +71,7 @@ def profile_run(experiment: str, profile: str = "quick", *, steps: int = 20,
         T.train(model, data.train, data.val, data.test, cfg, stop_after=1, progress=False)
 
     for name in precisions:
+        cfg.precision = name
         with precision(model, name):
             one_step()  # warm-up
             step_s = statistics.median(_timed(one_step)[1] for _ in range(steps))

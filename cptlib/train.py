@@ -43,6 +43,7 @@ from cptlib.grads import (
 )
 from cptlib.metrics import evaluate_logits
 from cptlib.models.conditioned import Conditioned, raise_grid, sample_c
+from cptlib.models.precision import precision
 
 
 def make_balancer(cfg: TrainConfig, n_groups: int, group_counts: torch.Tensor | None,
@@ -88,14 +89,29 @@ def predict(model: nn.Module, dataset: Sequence, batch_size: int = 256) -> tuple
     """Logits, labels and groups of a whole split, in eval mode."""
     was_training = model.training
     model.eval()
+    order = _eval_order(dataset)
     logits, ys, gs = [], [], []
     for start in range(0, len(dataset), batch_size):
-        x, y, g = collate(dataset, range(start, min(start + batch_size, len(dataset))))
+        x, y, g = collate(dataset, order[start:start + batch_size])
         logits.append(model(x).float())
         ys.append(y)
         gs.append(g)
     model.train(was_training)
-    return torch.cat(logits), torch.cat(ys), torch.cat(gs)
+    out = torch.cat(logits), torch.cat(ys), torch.cat(gs)
+    if isinstance(order, range):
+        return out
+    back = torch.empty(len(order), dtype=torch.int64)
+    back[torch.as_tensor(order)] = torch.arange(len(order))
+    return tuple(t[back] for t in out)
+
+
+def _eval_order(dataset: Sequence) -> Sequence[int]:
+    """The order in which ``predict`` batches a split: texts by length, so that a batch pads to
+    lengths close to its own (a fifth fewer tokens on the embedded text task; the logits are
+    returned in the split's order), anything else as it is."""
+    if len(dataset) == 0 or not isinstance(dataset[0][0], str):
+        return range(len(dataset))
+    return sorted(range(len(dataset)), key=lambda i: (len(dataset[i][0]), i))
 
 
 def evaluate(model: nn.Module, dataset, train_group_counts, batch_size: int = 256) -> dict:
@@ -238,46 +254,48 @@ def train(
     )
     t0 = time.perf_counter()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    while state["step"] < end:
-        step = state["step"]
-        batch = collate(train_set, batch_indices(weights, cfg.batch_size, cfg.seed, step))
-        x, y, g = (D.shard(part) for part in batch)
-        if cond is None:
-            train_step(model, balancer, params, x, y, g, K, cfg, way, window, step, on_beta)
-        else:
-            c = sample_c(K, cfg.c_max, cfg.seed, step)
-            balancer = make_balancer(cfg, K, train_counts, c)
-            conditioned_step(cond, c, balancer, x, y, g, K, cfg, way, window, step, on_beta)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if cond is not None:
-            cond.refresh()  # the slots follow the updated θ⁰, W_1, b_1, U
-        state["step"] = step + 1
-        bar.update(1)
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            entry = _evaluate_step(model, val_set, test_set, train_counts, cfg, state, window, opt,
-                                   cond)
-            window = Window()
-            if on_eval is not None:
-                on_eval(entry)
-            bar.set_postfix(val_wga=f"{entry['val']['worst_group_acc']:.3f}")
-            if ckpt is not None:
-                state["wall"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-            if ckpt is not None and D.is_main():
-                _atomic_save(
-                    {
-                        "fingerprint": cfg.fingerprint(),
-                        "model": _state(model),
-                        "opt": opt.state_dict(),
-                        "sched": sched.state_dict(),
-                        "balancer": getattr(balancer, "state_dict", dict)(),
-                        "rng": torch.get_rng_state(),
-                        "state": state,
-                    },
-                    ckpt,
-                )
+    # The forward pass at cfg.precision; losses, per-group gradients and balancer stay fp32.
+    with precision(net, cfg.precision):
+        while state["step"] < end:
+            step = state["step"]
+            batch = collate(train_set, batch_indices(weights, cfg.batch_size, cfg.seed, step))
+            x, y, g = (D.shard(part) for part in batch)
+            if cond is None:
+                train_step(model, balancer, params, x, y, g, K, cfg, way, window, step, on_beta)
+            else:
+                c = sample_c(K, cfg.c_max, cfg.seed, step)
+                balancer = make_balancer(cfg, K, train_counts, c)
+                conditioned_step(cond, c, balancer, x, y, g, K, cfg, way, window, step, on_beta)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            if cond is not None:
+                cond.refresh()  # the slots follow the updated θ⁰, W_1, b_1, U
+            state["step"] = step + 1
+            bar.update(1)
+            if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+                entry = _evaluate_step(model, val_set, test_set, train_counts, cfg, state,
+                                       window, opt, cond)
+                window = Window()
+                if on_eval is not None:
+                    on_eval(entry)
+                bar.set_postfix(val_wga=f"{entry['val']['worst_group_acc']:.3f}")
+                if ckpt is not None:
+                    state["wall"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                if ckpt is not None and D.is_main():
+                    _atomic_save(
+                        {
+                            "fingerprint": cfg.fingerprint(),
+                            "model": _state(model),
+                            "opt": opt.state_dict(),
+                            "sched": sched.state_dict(),
+                            "balancer": getattr(balancer, "state_dict", dict)(),
+                            "rng": torch.get_rng_state(),
+                            "state": state,
+                        },
+                        ckpt,
+                    )
     bar.close()
     state["wall"] += time.perf_counter() - t0
     if state["step"] < cfg.steps:

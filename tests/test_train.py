@@ -53,6 +53,7 @@ def run(cfg: TrainConfig, **kwargs):
         ({"method": "cpt", "c": [1.0, -1.0, 1.0, 1.0]}, r"c\[1\] must be a finite number > 0"),
         ({"method": "cpt", "c": [1.0, float("nan"), 1.0, 1.0]}, "finite"),
         ({"grad_way": "fast"}, "grad_way"),
+        ({"precision": "fp16"}, "precision must be one of fp32, bf16"),
         ({"warmup_steps": 50, "steps": 20}, "warmup_steps"),
     ],
 )

@@ -24,6 +24,7 @@ from cptlib.choose_c import OBJECTIVES, search_c
 from cptlib.config import C_METHODS, TrainConfig
 from cptlib.models import count_trainable, load_adapter, save_adapter
 from cptlib.models.conditioned import Conditioned
+from cptlib.models.precision import precision
 from cptlib.runs.inputs import Data, build_model, load_data
 from cptlib.runs.spec import RunSpec, parse_overrides
 from cptlib.train import evaluate, grid_of, reference_c, train
@@ -103,7 +104,10 @@ def run_training(experiment: str, profile: str = "smoke",
     start = time.perf_counter()
     out = train(model, data.train, data.val, data.test, cfg, checkpoint=ckpt, progress=progress)
     model.load_state_dict(out["best_state"], strict=False)
-    extra = conditioned_metrics(model, data, cfg) if cfg.conditioned else {}
+    extra = {}
+    if cfg.conditioned:  # the dial and the c search, at the precision it was trained in
+        with precision(model.model, cfg.precision):
+            extra = conditioned_metrics(model, data, cfg)
     adapter = path.with_suffix(".safetensors")
     if D.is_main():  # every rank has the same result; one writes it
         save_adapter(model, adapter, c=cfg.c, method=cfg.method, run_id=path.stem)
