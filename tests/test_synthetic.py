@@ -103,6 +103,18 @@ def test_load_splits_and_transforms(smoke_root):
     assert all(torch.equal(x, xs[0]) or torch.equal(x, xs[0].flip(2)) for x in xs)
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_items_normalised_once_equal_the_default_transform_bit_for_bit(smoke_root, split):
+    once = load("synthetic", smoke_root, split)  # tensors normalised as one batch at load
+    per_item = load("synthetic", smoke_root, split, transform=syn.default_transform(split))
+
+    def items(dataset):
+        torch.manual_seed(3)  # the train flip: the same draws, so the same batches
+        return [dataset[i][0] for i in range(len(dataset))]
+
+    assert all(torch.equal(a, b) for a, b in zip(items(once), items(per_item), strict=True))
+
+
 def test_example_grid(smoke_root):
     grid = syn.example_grid(smoke_root, per_group=3, split="train")
     assert grid.shape == (4 * 32, 3 * 32, 3) and grid.dtype == np.uint8

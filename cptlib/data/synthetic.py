@@ -508,6 +508,14 @@ def default_transform(split: str) -> Callable[[Any], torch.Tensor]:
     return T.Compose(steps)
 
 
+def _flip_for(split: str) -> Callable[[Any], Any] | None:
+    """The part of ``default_transform`` left once images are normalised tensors: the train
+    flip (the same draw from torch's generator as on the PIL image, so the same batches)."""
+    from torchvision import transforms as T
+
+    return T.RandomHorizontalFlip() if split == "train" else None
+
+
 def _open_rgb(path: Path) -> Any:
     from PIL import Image
 
@@ -526,10 +534,14 @@ def read_metadata(root: Path) -> dict[str, np.ndarray]:
 
 
 def load(root: Path, split: str, transform: Callable[[Any], Any] | None = None) -> GroupDataset:
-    """Split ``split`` of a generated benchmark as a ``GroupDataset`` of PIL images.
+    """Split ``split`` of a generated benchmark as a ``GroupDataset``.
 
     The images are decoded once, here (7,195 images of 32 px: about 20 MB and well under a
-    second), so training steps do not spend an eighth of their time re-reading PNG files.
+    second), so training steps do not spend an eighth of their time re-reading PNG files. With
+    the default transform they are also normalised once, as one batch (``to_normalized_tensor``
+    computes what ``default_transform`` does, bit for bit): items are then float tensors and
+    only the train flip runs per item, which saves a step a tenth of its time. A ``transform``
+    given here gets PIL images, as for every other dataset.
     """
     if split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; expected one of {tuple(SPLIT_CODES)}")
@@ -539,11 +551,14 @@ def load(root: Path, split: str, transform: Callable[[Any], Any] | None = None) 
     train = meta["split"] == 0
     train_counts = np.bincount(meta["y"][train] * 2 + meta["place"][train], minlength=4)
     sel = meta["split"] == SPLIT_CODES[split]
+    items: list[Any] = [_open_rgb(root / p) for p in meta["img_filename"][sel]]
+    if transform is None and items:
+        items = list(to_normalized_tensor(np.stack([np.asarray(im) for im in items])))
+        transform = _flip_for(split)
     return GroupDataset(
-        "synthetic", split, [_open_rgb(root / p) for p in meta["img_filename"][sel]],
+        "synthetic", split, items,
         meta["y"][sel], meta["place"][sel], n_classes=2, n_attr=2, group_names=GROUP_NAMES,
-        train_group_counts=torch.as_tensor(train_counts),
-        transform=default_transform(split) if transform is None else transform,
+        train_group_counts=torch.as_tensor(train_counts), transform=transform,
     )
 
 
