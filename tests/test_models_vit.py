@@ -36,8 +36,7 @@ def test_zero_prompts_equals_timm_forward_with_same_head(extra):
              "head.bias": model.head.bias}
     reference.load_state_dict(state)
     x = images()
-    assert torch.equal(model.forward_head(model.forward_features(x)), reference(x))
-    assert torch.allclose(model(x), reference(x), atol=1e-5)  # the last block for CLS alone
+    assert torch.equal(model(x), reference(x))
 
 
 def test_prompts_change_the_output_and_sit_after_the_prefix_tokens():
@@ -58,7 +57,7 @@ def _block_io(model: VPTViT, x: torch.Tensor, index: int) -> tuple[torch.Tensor,
         blocks[index].register_forward_pre_hook(lambda m, a: seen.setdefault("in", a[0])),
         blocks[index - 1].register_forward_hook(lambda m, a, o: seen.setdefault("out", o)),
     ]
-    model.forward_features(x)  # every block whole (forward runs the last for CLS alone)
+    model(x)
     for hook in hooks:
         hook.remove()
     return seen["in"], seen["out"]
@@ -157,37 +156,3 @@ def test_other_timm_vit_subclasses_are_refused_unless_their_forward_is_the_base_
         build_model("deit_tiny_distilled_patch16_224", 2, img_size=32, depth=1)
     with pytest.raises(ValueError, match="unknown model name"):
         build_model("efficientnet_b0", 2)
-
-
-@pytest.mark.parametrize("options", [
-    {"prompt_tokens": 3, "deep": True},
-    {"prompt_tokens": 2, "deep": False},
-    {"prompt_tokens": 0, "deep": True},
-])
-def test_the_class_token_only_last_block_computes_what_the_whole_block_does(options):
-    torch.manual_seed(0)
-    model = build_model("vit_tiny_patch16_224", 3, pretrained=False, img_size=32, patch_size=8,
-                        depth=2, embed_dim=48, num_heads=2, **options).eval()
-    assert model._fast_last
-    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    whole = model.forward_head(model.forward_features(x))  # timm's blocks throughout
-    fast = model(x)
-    assert torch.allclose(fast, whole, atol=1e-5, rtol=1e-5)
-    grads = []
-    for out in (fast, whole):
-        model.zero_grad()
-        out.square().sum().backward(retain_graph=True)
-        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
-    for a, b in zip(*grads, strict=True):
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
-
-
-def test_blocks_that_are_not_timm_s_plain_block_run_whole():
-    from cptlib.models.vit import fast_last_block
-
-    torch.manual_seed(0)
-    model = build_model("vit_tiny_patch16_224", 2, pretrained=False, img_size=32, patch_size=8,
-                        depth=2, embed_dim=48, num_heads=2, prompt_tokens=2)
-    assert fast_last_block(model.backbone)
-    model.backbone.blocks[-1] = torch.nn.Identity()
-    assert not fast_last_block(model.backbone)

@@ -4,9 +4,8 @@ Shallow: T learnable tokens right after the prefix tokens (CLS, and register tok
 inserted after the positional embedding (they have none of their own). Deep: in addition, before
 every later block the T prompt slots are *replaced* by that block's own prompts. A new linear
 head reads the final CLS token (after the final norm). Only prompts and head train; the backbone
-stays in eval mode, so prompt dropout is the only stochastic part. With T = 0
-``forward_head(forward_features(x))`` is exactly timm's own forward with the same head;
-``forward`` runs the last block for the class token alone, the same up to rounding.
+stays in eval mode, so prompt dropout is the only stochastic part. With T = 0 the model computes
+exactly what timm's own forward computes with the same head.
 
 The prompts are inserted after ``norm_pre`` (identity for the original ViTs), i.e. in the space
 the blocks read, which is also where the deep prompts of later blocks live.
@@ -95,54 +94,14 @@ class PromptTokens(nn.Module):
         end = start + self.tokens
         return torch.cat([x[:, :start], self._batch(layer, x), x[:, end:]], dim=1)
 
-    def run(self, x: torch.Tensor, blocks: Iterable[Block], start: int,
-            last: Callable[[Block, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """Insert the prompts, then run ``blocks``, replacing the slots before each deep layer;
-        ``last(block, x)``, if given, runs the last block in place of ``block(x)``."""
+    def run(self, x: torch.Tensor, blocks: Iterable[Block], start: int) -> torch.Tensor:
+        """Insert the prompts, then run ``blocks``, replacing the slots before each deep layer."""
         x = self.insert(x, start)
-        blocks = list(blocks)
         for i, block in enumerate(blocks):
             if 0 < i < self.prompts.shape[0]:
                 x = self.replace(x, i, start)
-            x = last(block, x) if last is not None and i == len(blocks) - 1 else block(x)
+            x = block(x)
         return x
-
-
-def class_token_only(block: Block, x: torch.Tensor) -> torch.Tensor:
-    """``block(x)[:, :1]``, computed for the class token alone.
-
-    Why: the head reads the class token only, so in the last block the other tokens' queries,
-    attention output and MLP are never used: they are still keys and values, but skipping their
-    rows saves about a fifth of the quick ViT's forward and backward pass. This re-runs timm's
-    ``Block`` and ``Attention`` steps for one query row (``fast_last_block`` says when it
-    applies; a test checks it against timm's own block)."""
-    attn = block.attn
-    batch, n, _ = x.shape
-    h = block.norm1(x)
-    qkv = attn.qkv(h).reshape(batch, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q[:, :, :1]), attn.k_norm(k)
-    weights = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
-    a = (attn.attn_drop(weights) @ v).transpose(1, 2).reshape(batch, 1, attn.attn_dim)
-    a = attn.norm(a)
-    if attn.gate is not None:
-        a = a * attn.gate(h[:, :1]).sigmoid()
-    a = attn.proj_drop(attn.proj(a))
-    y = x[:, :1] + block.drop_path1(block.ls1(a))
-    return y + block.drop_path2(block.ls2(block.mlp(block.norm2(y))))
-
-
-def fast_last_block(backbone: nn.Module) -> bool:
-    """Whether ``class_token_only`` computes the last block of ``backbone`` exactly: a plain
-    timm ``Block`` with a plain ``Attention`` (other block types run whole), pooled by its
-    class token with no attention pooling."""
-    from timm.layers import Attention
-    from timm.models.vision_transformer import Block as TimmBlock
-
-    block = backbone.blocks[-1] if len(backbone.blocks) else None
-    return (type(block) is TimmBlock and type(block.attn) is Attention
-            and hasattr(block.attn, "gate") and backbone.attn_pool is None
-            and backbone.global_pool == "token")
 
 
 def check_vit(backbone: nn.Module, name: str) -> None:
@@ -195,20 +154,16 @@ class VPTViT(CPTModel):
         bound = prompt_init_range(patch_size_of(backbone), width)
         self.prompt = PromptTokens(n_layers, prompt_tokens, width, bound, prompt_dropout)
         self.head = new_head(width, self.num_classes)
-        self._fast_last = fast_last_block(backbone)
         self.train()  # the nn.Module default, with the frozen part in eval mode
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens after the final norm, (B, prefix + T + patches, D); timm's steps + prompts."""
-        return self._features(x, last=None)
-
-    def _features(self, x: torch.Tensor, last: Callable | None) -> torch.Tensor:
         vit = self.backbone
         x = vit.patch_embed(x)
         x = vit._pos_embed(x)  # CLS / register tokens, positional embedding, pos_drop
         x = vit.patch_drop(x)
         x = vit.norm_pre(x)
-        x = self.prompt.run(x, vit.blocks, start=vit.num_prefix_tokens, last=last)
+        x = self.prompt.run(x, vit.blocks, start=vit.num_prefix_tokens)
         return vit.norm(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,10 +171,8 @@ class VPTViT(CPTModel):
         return self.head(self.backbone.forward_head(x, pre_logits=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) for images ``x`` (B, 3, H, W): the head of
-        ``forward_features``, with the last block run for the class token alone where that is
-        exact (``fast_last_block``)."""
-        return self.forward_head(self._features(x, class_token_only if self._fast_last else None))
+        """Logits (B, num_classes) for images ``x`` (B, 3, H, W)."""
+        return self.forward_head(self.forward_features(x))
 
     def backbone_param_count(self) -> int:
         """The timm ViT's parameters (built with ``num_classes=0``: no ImageNet head)."""
