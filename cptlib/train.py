@@ -127,15 +127,34 @@ class Window:
     mu: list[float] = field(default_factory=list)
     conflict: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
+    # Per step: each group's batch loss (NaN where the batch lacks it) and the weights β of the
+    # update; with the update's norm before clipping, they show where a balancer sends training
+    # (a vanishing min-norm step, a group never weighted) and how near its ray it runs on the
+    # training distribution, at no extra cost.
+    group_loss: list[list[float]] = field(default_factory=list)
+    beta: list[list[float]] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    clipped_steps: int = 0  # steps whose update was scaled down to clip_norm
     absent_steps: int = 0
     solver_failures: int = 0
     steps: int = 0
 
     def summary(self) -> dict:
         mean = lambda v: (sum(v) / len(v)) if v else None  # noqa: E731
+
+        def per_group(rows: list[list[float]]) -> list[float | None] | None:
+            if not rows:
+                return None
+            cols = zip(*rows, strict=True)
+            return [mean([v for v in col if not math.isnan(v)]) for col in cols]
+
         return {
             "steps": self.steps,
             "train_loss": mean(self.loss),
+            "per_group_loss": per_group(self.group_loss),
+            "beta": per_group(self.beta),
+            "grad_norm": mean(self.grad_norm),
+            "clipped_steps": self.clipped_steps,
             "mode_counts": dict(self.modes),
             "mu": mean(self.mu),
             "conflict_frac": mean(self.conflict),
@@ -370,7 +389,12 @@ def train_step(
                 grads = D.global_group_grads(
                     per_group_grads(model, x, y, g, K, params=params, way=way)).grads
             window.conflict.append(conflict_fraction(grads, beta.to(grads.dtype) @ grads, counts))
-    torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+    norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm))
+    window.grad_norm.append(norm)
+    window.clipped_steps += norm > cfg.clip_norm
+    window.beta.append(beta.detach().double().tolist())
+    window.group_loss.append(torch.where(counts > 0, losses.detach().double(),
+                                         math.nan).tolist())
     info = getattr(balancer, "info", {}) or {}
     if "mode" in info:
         window.modes[info["mode"]] += 1

@@ -104,6 +104,29 @@ def test_training_learns_and_records_balancer_diagnostics():
     assert first["train"]["mu"] is not None and math.isfinite(first["train"]["mu"])
 
 
+def test_windows_record_the_update_and_the_training_losses_per_group():
+    """What the trade-offs chapter reads: per-group training losses, β and the update's norm."""
+    cfg = TrainConfig(method="cpt", alpha=1.0, steps=40, eval_every=20, batch_size=16, lr=0.2,
+                      clip_norm=0.05)
+    out = run(cfg)
+    for entry in out["history"]:
+        train = entry["train"]
+        assert len(train["per_group_loss"]) == len(train["beta"]) == 4
+        assert all(v is not None and v > 0 for v in train["per_group_loss"])
+        assert sum(train["beta"]) == pytest.approx(1.0, abs=1e-6)  # CPT's β is a distribution
+        assert train["grad_norm"] > 0
+        assert 0 <= train["clipped_steps"] <= train["steps"] == 20
+    # a norm limit this small clips (nearly) every step; a huge one none
+    assert out["history"][0]["train"]["clipped_steps"] >= 15
+    loose = run(TrainConfig(method="cpt", alpha=1.0, steps=20, eval_every=20, batch_size=16,
+                            lr=0.2, clip_norm=1e6))
+    assert loose["history"][0]["train"]["clipped_steps"] == 0
+    # ERM with the data's sampling (α = 0) sees group 2 (6 of 84 points) in few batches: its
+    # mean training loss is still over the steps that had it, not diluted by absent ones
+    erm = run(TrainConfig(method="erm", alpha=0.0, steps=20, eval_every=20, batch_size=4))
+    assert all(v is None or v > 0 for v in erm["history"][0]["train"]["per_group_loss"])
+
+
 @pytest.mark.parametrize("method", ["cpt", "groupdro"])
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tmp_path, method):
     cfg = dict(method=method, alpha=1.0, steps=24, eval_every=6, batch_size=16, seed=3)
