@@ -36,8 +36,10 @@ def label_runs(df: pd.DataFrame) -> pd.DataFrame:
     ``uniform_c`` and ``c_label``."""
     out = df.copy()
     method, alpha, c = column(out, "method", "?"), column(out, "alpha"), column(out, "c")
-    out["label"] = [run_label(m, a, v) for m, a, v in zip(method, alpha, c, strict=True)]
-    out["family"] = [method_family(m, a) for m, a in zip(method, alpha, strict=True)]
+    eta = column(out, "eta")
+    out["label"] = [run_label(m, a, v, e) for m, a, v, e in zip(method, alpha, c, eta,
+                                                                 strict=True)]
+    out["family"] = [method_family(m, a, e) for m, a, e in zip(method, alpha, eta, strict=True)]
     out["method_name"] = [METHOD_NAMES.get(m, str(m)) for m in method]
     out["uniform_c"] = [is_uniform(v) for v in c]
     out["c_label"] = [c_text(v) for v in c]

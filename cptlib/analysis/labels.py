@@ -14,6 +14,7 @@ import numpy as np
 
 from cptlib import records
 from cptlib.analysis.text import missing
+from cptlib.config import TrainConfig
 
 METHOD_NAMES = {
     "erm": "ERM", "groupdro": "GroupDRO", "scalarized": "Scalarized", "mgda": "MGDA", "cpt": "CPT",
@@ -78,18 +79,28 @@ def alpha_of(method: str, alpha: Any) -> float:
     return (0.0 if method == "erm" else 1.0) if missing(alpha) else float(alpha)
 
 
-def method_family(method: str, alpha: Any = None) -> str:
-    """A method with its sampling, without c: ``ERM``, ``ERM (group-balanced)``, ``CPT (α=2)``."""
+#: GroupDRO's step size when a record does not say (``TrainConfig.eta``): unnamed in labels.
+DEFAULT_ETA = TrainConfig.eta
+
+
+def method_family(method: str, alpha: Any = None, eta: Any = None) -> str:
+    """A method with its sampling, without c: ``ERM``, ``ERM (group-balanced)``, ``CPT (α=2)``;
+    GroupDRO at a step size other than the default says it: ``GroupDRO (η=0.1)``, so that runs
+    swept over η are told apart (one label, one setting)."""
     a = alpha_of(method, alpha)
     if method == "erm":
         return {0.0: "ERM", 1.0: "ERM (group-balanced)"}.get(a, f"ERM (α={a:g})")
     name = METHOD_NAMES.get(method, str(method))
-    return name if a == 1.0 else f"{name} (α={a:g})"
+    knobs = [] if a == 1.0 else [f"α={a:g}"]
+    if method == "groupdro" and not missing(eta) and float(eta) != DEFAULT_ETA:
+        knobs.append(f"η={float(eta):g}")
+    return f"{name} ({', '.join(knobs)})" if knobs else name
 
 
-def run_label(method: str, alpha: Any = None, c: Sequence[float] | None = None) -> str:
+def run_label(method: str, alpha: Any = None, c: Sequence[float] | None = None,
+              eta: Any = None) -> str:
     """How the book names a run setting: (method, α, c) → ``CPT(c=1,1,4,1)``, ``GroupDRO``."""
-    family = method_family(method, alpha)
+    family = method_family(method, alpha, eta)
     if method not in CONTROLLED:
         return family
     name = METHOD_NAMES[method]

@@ -32,7 +32,7 @@ def apply() -> None:
 
 
 def _lighter(colour: str, amount: float = 0.45) -> str:
-    """The same hue, paler: a family's variant with another sampling exponent α."""
+    """The same hue, paler: a family's variant with another sampling exponent α or step size."""
     h, lightness, s = colorsys.rgb_to_hls(*to_rgb(colour))
     return to_hex(colorsys.hls_to_rgb(h, lightness + (1 - lightness) * amount, s))
 
@@ -40,7 +40,7 @@ def _lighter(colour: str, amount: float = 0.45) -> str:
 def colour(name: str) -> str | None:
     """The colour of a label or family (``CPT(c=1)`` → CPT's); None for an unknown one."""
     family = label_family(name)
-    base, sep, _ = family.partition(" (α=")
+    base, sep, _ = family.partition(" (")  # a variant: "CPT (α=2)", "GroupDRO (η=0.1)"
     if family in PALETTE:
         return PALETTE[family]
     if sep and base in PALETTE:

@@ -20,7 +20,16 @@ from typing import Any
 import yaml
 
 from cptlib import records
-from cptlib.config import METHODS, TrainConfig, check_c, check_choice, check_int, check_number
+from cptlib._env import native_bf16
+from cptlib.config import (
+    METHODS,
+    TrainConfig,
+    check_c,
+    check_choice,
+    check_int,
+    check_number,
+    resolve_precision,
+)
 from cptlib.paths import project_root, results_root
 from cptlib.runs import experiments as registry
 from cptlib.runs.experiments import DATASET_GROUPS, Experiment
@@ -203,6 +212,8 @@ class RunSpec:
         keys = ("method", "alpha", "c", "seed")
         p = self.params
         shown = ", ".join(f"{k}={p[k]}" for k in keys if p.get(k) is not None)
+        if p.get("method") == "groupdro" and p.get("eta") not in (None, TrainConfig.eta):
+            shown += f", eta={p['eta']}"  # a GroupDRO sweep over η: tell its runs apart
         if p.get("conditioned"):
             shown += ", conditioned"
         return f"{self.experiment}({shown})"
@@ -217,6 +228,7 @@ def _validate(exp: Experiment, params: dict[str, Any]) -> None:
         _check_toy(params)
         return
     _check_inputs(params)
+    params["precision"] = resolve_precision(params["precision"], native_bf16())
     cfg = TrainConfig(**{k: params[k] for k in TRAIN_KEYS})
     cfg.validate(DATASET_GROUPS[params["dataset"]])
     params["c"] = cfg.c
