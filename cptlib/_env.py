@@ -91,6 +91,28 @@ def processor() -> str:
     return name
 
 
+#: CPU flags (Linux ``/proc/cpuinfo``) of instructions that compute bf16 natively.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: Path | str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    cpuinfo = Path(cpuinfo)
+    if not cpuinfo.is_file():
+        return set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_bf16(flags: set[str] | None = None) -> bool:
+    """Whether this CPU computes bf16 in hardware. Without it, bf16 autocast is emulated:
+    measured 15x slower than float32 for the quick backbone on an AVX2-only AMD EPYC, against
+    2x faster on a CPU with AVX-512 BF16 (the efficiency chapter)."""
+    return bool((cpu_flags() if flags is None else flags) & set(BF16_FLAGS))
+
+
 def hardware() -> dict[str, Any]:
     """What a run ran on (no host name: records get published)."""
     import torch  # lazy: the CLI validates parameters without importing torch

@@ -22,8 +22,23 @@ SELECTION_METRICS = ("worst_group_acc", "auroc", "avg_acc", "mean_acc")
 SCHEDULES = ("cosine", "constant")
 #: Precisions of the forward pass (``cptlib.models.precision``); losses and balancers stay fp32.
 PRECISIONS = ("fp32", "bf16")
+#: What a run's spec may ask for: a precision, or "auto", resolved on the machine that builds
+#: the spec (``resolve_precision``) before the run id is computed.
+SPEC_PRECISIONS = (*PRECISIONS, "auto")
 #: Methods whose balancer takes a control vector c.
 C_METHODS = ("cpt", "scalarized")
+
+
+def resolve_precision(value: str, native_bf16: bool) -> str:
+    """``"auto"`` → bf16 where the CPU computes it natively, else fp32; others unchanged.
+
+    Resolved before a run's id is computed, so a bf16 run and an fp32 run are two runs with
+    two records: the numbers a record holds never depend on an unrecorded machine property.
+    """
+    check_choice("precision", value, SPEC_PRECISIONS)
+    if value != "auto":
+        return value
+    return "bf16" if native_bf16 else "fp32"
 
 
 # ----------------------------------------------------------------------------- value checks

@@ -141,3 +141,38 @@ def test_every_paper_c_has_one_entry_per_group():
     for spec in profile_runs("paper"):
         if spec.params["c"] is not None:
             assert len(spec.params["c"]) == spec.info.n_groups
+
+
+def test_precision_auto_resolves_to_what_the_cpu_computes_before_the_run_id(monkeypatch):
+    """A bf16 run and an fp32 run are two runs: "auto" never hides which one a record is."""
+    from cptlib import _env
+    from cptlib.config import resolve_precision
+    from cptlib.runs import spec as spec_module
+
+    assert resolve_precision("auto", native_bf16=True) == "bf16"
+    assert resolve_precision("auto", native_bf16=False) == "fp32"
+    assert resolve_precision("fp32", native_bf16=True) == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, auto"):
+        resolve_precision("fp16", native_bf16=True)
+    ids = {}
+    for native in (True, False):
+        monkeypatch.setattr(spec_module, "native_bf16", lambda n=native: n)
+        auto = RunSpec.build("synthetic", "smoke", {"precision": "auto"})
+        explicit = RunSpec.build("synthetic", "smoke",
+                                 {"precision": "bf16" if native else "fp32"})
+        assert auto.params["precision"] == explicit.params["precision"]
+        assert auto.run_id == explicit.run_id
+        ids[native] = auto.run_id
+    assert ids[True] != ids[False]
+    assert isinstance(_env.native_bf16(), bool)
+
+
+def test_cpu_flags_name_the_bf16_instructions(tmp_path):
+    from cptlib import _env
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert "avx512_bf16" in _env.cpu_flags(info) and _env.native_bf16(_env.cpu_flags(info))
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2\n")
+    assert not _env.native_bf16(_env.cpu_flags(info))
+    assert _env.cpu_flags(tmp_path / "absent") == set()
