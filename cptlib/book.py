@@ -30,6 +30,7 @@ from cptlib.runs.sweep import sweep
 SUMMARIES: dict[str, tuple[str, dict]] = {
     "benchmark": ("summary_benchmark", {}),
     "controllability": ("summary_controllability", {}),
+    "fronts": ("summary_fronts", {}),
     "every_c": ("summary_every_c", {}),
     "dynamics": ("summary_dynamics", {}),
     "efficiency": ("summary_efficiency", {}),

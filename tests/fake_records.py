@@ -77,11 +77,25 @@ def _metrics(
     }
 
 
-def _train_window(method: str, steps: int, rng) -> dict[str, Any]:
+#: Mean update norm before clipping per method (clip_norm = 1): MGDA's min-norm step is small.
+GRAD_NORMS = {"erm": 2.0, "groupdro": 1.5, "scalarized": 1.8, "mgda": 0.05, "cpt": 1.2}
+
+
+def _train_window(method: str, steps: int, rng, acc: np.ndarray) -> dict[str, Any]:
+    """One evaluation window's training diagnostics; the per-group training losses, β and
+    update norm follow from the method and the accuracies, without new draws from ``rng``
+    (the other fake values stay what they were before the records held them)."""
     balance = int(rng.integers(steps // 2, steps + 1)) if method == "cpt" else 0
+    # MGDA's min-norm step leans on the best-fit group (the smallest gradient), as measured
+    beta = np.full(len(acc), 1 / len(acc)) if method != "mgda" else np.eye(len(acc))[
+        int(np.argmax(acc))]
     return {
         "steps": steps,
         "train_loss": float(rng.uniform(0.2, 0.7)),
+        "per_group_loss": (-np.log(np.clip(acc, 0.05, 0.999)) * 0.8).tolist(),
+        "beta": beta.tolist(),
+        "grad_norm": GRAD_NORMS.get(method, 1.0),
+        "clipped_steps": steps if GRAD_NORMS.get(method, 1.0) > 1 else 0,
         "mode_counts": {"balance": balance, "descent": steps - balance} if method == "cpt" else {},
         "mu": float(rng.uniform(1e-3, 1e-1)) if method == "cpt" else None,
         "conflict_frac": float(rng.uniform(0.0, 0.5)),
@@ -95,6 +109,7 @@ def fake_record(
     *, dataset: str = "synthetic", group_names: list[str] = GROUPS,
     train_counts: list[int] = TRAIN_COUNTS, model: str = "quick", steps: int = 40,
     eval_every: int = 10, model_options: dict[str, Any] | None = None, trainable: int = 2114,
+    eta: float = 0.01,
 ) -> tuple[dict[str, Any], Path]:
     """One record (and its relative path ``profile/experiment/<run_id>.json``)."""
     params: dict[str, Any] = {
@@ -104,9 +119,11 @@ def fake_record(
         "class_names": None, "img_size": 32,
         **TRAIN_DEFAULTS,
         "method": method, "alpha": alpha, "c": c, "seed": seed, "steps": steps,
-        "eval_every": eval_every,
+        "eval_every": eval_every, "eta": eta,
     }
-    rng = _rng(experiment, profile, method, alpha, c, seed)
+    # The default η is left out of the key: records written before η varied stay the same.
+    key = (experiment, profile, method, alpha, c, seed) + (() if eta == 0.01 else (eta,))
+    rng = _rng(*key)
     final = _final_acc(method, alpha, c, rng)
     history = []
     for step in range(eval_every, steps + 1, eval_every):
@@ -115,7 +132,7 @@ def fake_record(
         history.append({
             "step": step, "lr": 0.1 * 0.5 * (1 + math.cos(math.pi * step / steps)),
             "val": _metrics(acc, train_counts, rng), "test": _metrics(acc, train_counts, rng),
-            "train": _train_window(method, eval_every, rng),
+            "train": _train_window(method, eval_every, rng, acc),
         })
     best = max(history, key=lambda h: h["val"]["worst_group_acc"])
     path = records.record_path(Path("."), profile, experiment, params)
@@ -181,25 +198,35 @@ def fake_conditioned_record(experiment: str, profile: str, seed: int,
 def write_fake_results(
     results: Path, profile: str = "smoke", seeds: tuple[int, ...] = (0, 1, 2), *,
     text: bool = True, paper: bool = False, bench: bool = False, conditioned: bool = True,
+    fronts: bool = False,
 ) -> list[Path]:
     """Write a profile's worth of fake records under ``results`` and return their paths.
 
     synthetic: the six main settings over ``seeds`` and a c sweep of CPT and Scalarized at the
-    first seed, and (``conditioned``) one adapter for every c over ``seeds``; text: ERM and
+    first seed (``fronts``: at every seed, with ERM at α = 0.5 and 2 and GroupDRO at η = 0.001
+    and 0.1: every family swept over its knob), and (``conditioned``) one adapter for every c
+    over ``seeds``; text: ERM and
     CPT over ``seeds``; paper (optional): waterbirds ERM and CPT at
     one seed; bench (optional): a CPU and a GPU ``cpt bench`` file.
     """
-    runs = [("synthetic", m, a, c, s) for m, a, c in MAIN for s in seeds]
-    runs += [("synthetic", m, 1.0, c, seeds[0]) for m in ("cpt", "scalarized") for c in SWEEP_CS]
+    eta = 0.01  # GroupDRO's default step size
+    runs = [("synthetic", m, a, c, s, eta) for m, a, c in MAIN for s in seeds]
+    sweep_seeds = seeds if fronts else seeds[:1]
+    runs += [("synthetic", m, 1.0, c, s, eta) for m in ("cpt", "scalarized") for c in SWEEP_CS
+             for s in sweep_seeds]
+    if fronts:
+        runs += [("synthetic", "erm", a, None, s, eta) for a in (0.5, 2.0) for s in seeds]
+        runs += [("synthetic", "groupdro", 1.0, None, s, e) for e in (0.001, 0.1) for s in seeds]
     if text:
-        runs += [("text", "erm", 0.0, None, s) for s in seeds]
-        runs += [("text", "cpt", 1.0, [1, 1, 1, 1], s) for s in seeds]
+        runs += [("text", "erm", 0.0, None, s, eta) for s in seeds]
+        runs += [("text", "cpt", 1.0, [1, 1, 1, 1], s, eta) for s in seeds]
     written = []
-    for experiment, method, alpha, c, seed in runs:
+    for experiment, method, alpha, c, seed, run_eta in runs:
         # The text runs train MiniLM with 8 prompt tokens: 8 × 384 + 770 = 3,842 parameters.
         text_run = {"dataset": "synthetic-text", "group_names": TEXT_GROUPS, "model": "minilm",
                     "model_options": {"prompt_tokens": 8}, "trainable": 3842}
         record, rel = fake_record(experiment, profile, method, alpha, c, seed,
+                                  eta=run_eta,
                                   **(text_run if experiment == "text" else {}))
         written.append(records.write_record(record, results / rel))
     for seed in seeds if conditioned else ():
@@ -235,10 +262,11 @@ def write_fake_trainable(results: Path, profile: str) -> Path:
     return path
 
 
-def fake_runs(results: Path, experiment: str = "synthetic") -> pd.DataFrame:
+def fake_runs(results: Path, experiment: str = "synthetic", fronts: bool = False
+              ) -> pd.DataFrame:
     """A profile's worth of fake records (with bench files) written under ``results`` and
     loaded as a chapter loads them; ``attrs["results"]`` keeps the folder."""
-    write_fake_results(results, "smoke", bench=True)
+    write_fake_results(results, "smoke", bench=True, fronts=fronts)
     runs = load_runs(results, "smoke", experiment)
     runs.attrs["results"] = results
     return runs

@@ -27,7 +27,7 @@ HOW = {
     "make book": "test_make_book_target_is_the_quick_book_build (make test builds it at smoke)",
     "make test": "CI runs it (.ci/run); test_ci_runs_the_readme_test_command",
     "source .venv/bin/activate": "test_activate_puts_cpt_on_the_path",
-    'cpt run synthetic --profile quick -p method=cpt -p alpha=1.0 -p "c=[1,1,8,1]" -p seed=0':
+    'cpt run synthetic --profile quick -p method=cpt -p alpha=1.0 -p "c=[1,1,16,1]" -p seed=0':
         "test_rerun_with_a_new_c_appears_in_the_controllability_chapter",
     "conda env create -f environment.yml": "no conda here: tests/test_environment.py checks pins",
     "conda activate cpt": "no conda here: see above",
@@ -104,7 +104,7 @@ def test_rerun_with_a_new_c_appears_in_the_controllability_chapter(project):
     record_path = Path(out.stdout.strip().splitlines()[-1])
     assert record_path.parent == project / "results" / "smoke" / "synthetic"
     record = json.loads(record_path.read_text())
-    assert record["params"]["c"] == [1.0, 1.0, 8.0, 1.0]
+    assert record["params"]["c"] == [1.0, 1.0, 16.0, 1.0]
     assert record["resolved"]["grad_way"] == "expand"  # "auto" on a VPT model
     assert record["resolved"]["steps"] == record["params"]["steps"]  # no epochs given
     assert record_path.with_suffix(".ipynb").exists()
@@ -115,7 +115,14 @@ def test_rerun_with_a_new_c_appears_in_the_controllability_chapter(project):
                         str(chapter), parameters={"profile": "smoke",
                                                   "results_dir": str(project / "results")},
                         kernel_name="python3", progress_bar=False, cwd=str(project))
-    assert "1,1,8,1" in chapter.read_text()
+    assert "1,1,16,1" in chapter.read_text()
+    fronts = project / "fronts.ipynb"  # and joins CPT's front and the precision table
+    pm.execute_notebook(str(project / "notebooks" / "summary_fronts.ipynb"),
+                        str(fronts), parameters={"profile": "smoke",
+                                                 "results_dir": str(project / "results")},
+                        kernel_name="python3", progress_bar=False, cwd=str(project))
+    assert "c=1,1,16,1" in fronts.read_text()  # a label of the front figure's point
+    assert "1,1,16,1" in fronts.read_text().split("angle, last")[1]  # a precision table row
 
 
 def test_cpt_data_waterbirds_offline_then_from_a_local_copy(tmp_path):

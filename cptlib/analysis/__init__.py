@@ -9,7 +9,9 @@ Modules: ``text`` (``Note``, shared sentence pieces), ``labels`` (run, family, m
 ``dynamics`` (minority group, balancer diagnostics), ``bench`` (``cpt bench`` files),
 ``efficiency`` (parameters, adapters, run times), ``run_profile`` (a run's phases),
 ``paper`` (paper pages), ``toy``,
-``every_c`` (one adapter for every c against the dedicated runs), ``verdicts``.
+``every_c`` (one adapter for every c against the dedicated runs), ``verdicts``,
+``fronts`` (Pareto fronts and hypervolumes), ``families`` (every method swept over its knob:
+the trade-offs chapter), ``control`` (precision of control), ``paired`` (paired tests).
 """
 
 from cptlib.analysis.bench import (

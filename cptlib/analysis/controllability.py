@@ -224,5 +224,7 @@ def precision_text(runs: pd.DataFrame, split: str = "val") -> Note:
                      f"{worst['angle_last']:.1f}° at the last checkpoint "
                      f"(μ = {worst['mu_last']:.4f}); the closest: c = {cpt.iloc[0]['c_str']}, "
                      f"{cpt.iloc[0]['angle_last']:.1f}°.")
-    where = {"val": "validation", "test": "test"}.get(split, split)
-    return Note(f"Measured on the per-group {where} losses:\n\n" + "\n".join(lines))
+    where = {"val": "validation losses", "test": "test losses",
+             "train": "training losses (each evaluation window's batches, averaged over its "
+                      "steps)"}.get(split, f"{split} losses")
+    return Note(f"Measured on the per-group {where}:\n\n" + "\n".join(lines))

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cptlib import records
-from cptlib.analysis import every_c
+from cptlib.analysis import every_c, families
+from cptlib.analysis.control import control_pairs
 from cptlib.analysis.controllability import controllability_deltas
 from cptlib.analysis.paired import best_minus_last, mean_interval, paired_difference, steps_to_reach
 from cptlib.analysis.text import Note
@@ -111,6 +112,37 @@ def controllability_verdicts(runs: pd.DataFrame) -> list[Verdict]:
         out.append(Verdict("c steers CPT more than it steers Scalarized (the same c)",
                            "CPT's gain − Scalarized's gain on the raised group: " + _points(*m),
                            _judge(m[1], m[2], m[3], 1, "paired runs"), "controllability"))
+    return out
+
+
+def fronts_verdicts(runs: pd.DataFrame,
+                    read: Callable[[str], dict] = records.read_record) -> list[Verdict]:
+    """The trade-off claim as fronts (CPT's hypervolume against each family's, paired by seed)
+    and the control claim (CPT ends nearer its ray than Scalarized on the training losses)."""
+    out = []
+    pairs = families.hypervolume_pairs(runs)
+    for _, r in pairs.iterrows():
+        interval = ("" if r["n"] < 2 else
+                    f" (95 % CI {r['ci_low']:+.0f} to {r['ci_high']:+.0f}; {int(r['n'])} paired)")
+        knob = families.KNOB_NAMES.get(r["baseline"], "—")
+        over = f"swept over {knob}" if knob != "—" else "one point per seed"
+        out.append(Verdict(f"CPT's front (swept over c) has a larger hypervolume than "
+                           f"{r['baseline']}'s ({over})",
+                           f"hypervolume, CPT − {r['baseline']}: {r['mean']:+.0f} points²"
+                           + interval, _judge(r["ci_low"], r["ci_high"], int(r["n"]), 1),
+                           "fronts"))
+    sweep = runs[runs["method"].isin(("cpt", "scalarized"))] if not runs.empty else runs
+    try:
+        angle = control_pairs(sweep, "train", "last", read=read)["angle"]
+    except (ValueError, KeyError):  # records without training losses, or no pairs
+        angle = pd.Series(dtype=float)
+    if len(angle):
+        m, low, high, n = mean_interval(angle)
+        evidence = (f"angle to the ray, CPT − Scalarized: {m:+.1f}°"
+                    + ("" if n < 2 else f" (95 % CI {low:+.1f} to {high:+.1f}; {n} paired)"))
+        out.append(Verdict("CPT ends nearer its ray than Scalarized with the same c (training "
+                           "losses, last checkpoint)", evidence,
+                           _judge(low, high, n, -1, "paired runs"), "fronts"))
     return out
 
 
@@ -221,7 +253,7 @@ def all_verdicts(load: Callable[[str], pd.DataFrame],
     """Every chapter's verdicts; ``load(experiment)`` gives that experiment's labelled runs,
     ``load_conditioned(experiment)`` its conditioned runs (one adapter for every c)."""
     image, text = load("synthetic"), load("text")
-    found = benchmark_verdicts(image) + controllability_verdicts(image)
+    found = benchmark_verdicts(image) + controllability_verdicts(image) + fronts_verdicts(image)
     if load_conditioned is not None:
         cond = load_conditioned("synthetic")
         found += every_c_verdicts(cond, every_c.dedicated_for(image, cond))

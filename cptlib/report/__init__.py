@@ -3,7 +3,8 @@
 
 Modules: ``style`` (theme, one colour per method family, figure helpers), ``runs`` (one run's
 figures), ``toy``, ``benchmark``, ``controllability``, ``dynamics``, ``efficiency``,
-``every_c`` (one adapter for every c), ``dial`` (the figure where the reader dials c).
+``every_c`` (one adapter for every c), ``dial`` (the figure where the reader dials c),
+``fronts`` (the trade-offs chapter: every family's front, the loss plane, control over training).
 """
 
 from cptlib.report import style
