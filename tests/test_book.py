@@ -103,8 +103,8 @@ def _text(html: Path) -> str:
 def test_toc_lists_every_chapter_in_order():
     files = _toc_files(book.book_dir())
     expected = ["intro", "method", "runs/toy", "runs/benchmark", "runs/synthetic_run",
-                "runs/controllability", "runs/every_c", "runs/dynamics", "runs/efficiency",
-                "models", "runs/text", "runs/text_run"]
+                "runs/controllability", "runs/fronts", "runs/every_c", "runs/dynamics",
+                "runs/efficiency", "models", "runs/text", "runs/text_run"]
     expected += [f"runs/paper_{e.name}" for e in experiments.paper_experiments()]
     expected += ["reproduce", "cluster"]
     assert files == expected

@@ -35,7 +35,7 @@ from cptlib.analysis.labels import (
     c_text,
 )
 from cptlib.analysis.paired import paired_difference
-from cptlib.analysis.text import Note, missing, nothing
+from cptlib.analysis.text import Note, missing, nothing, seeds_text
 from cptlib.records import format_mean_se
 
 #: The families of the fronts, in the book's order, and the column each is swept over.
@@ -294,15 +294,15 @@ def fronts_text(runs: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> N
     top = summary.iloc[0]
     n_seeds = int(summary["n"].max())
     lines = [f"- Largest mean hypervolume: **{top['family']}** "
-             f"({top['hypervolume']:.0f} points² over {int(top['n'])} seeds; reference point "
-             f"{100 * reference[0]:g} % worst group, {100 * reference[1]:g} % average)."]
+             f"({top['hypervolume']:.0f} points² over {seeds_text(int(top['n']))}; reference "
+             f"point {100 * reference[0]:g} % worst group, {100 * reference[1]:g} % average)."]
     pairs = hypervolume_pairs(runs, reference=reference)
     if pairs.empty:
         lines.append("- No CPT front: CPT's hypervolume cannot be compared.")
     else:
         lines.append("- CPT's hypervolume minus each family's, paired by seed: "
                      + "; ".join(_verdict_sentence(r) for _, r in pairs.iterrows()) + ".")
-        lines.append(f"- Over {n_seeds} seeds, CPT's front is distinguishable from "
+        lines.append(f"- Over {seeds_text(n_seeds)}, CPT's front is distinguishable from "
                      + _distinguishable(pairs) + ".")
     return Note("\n".join(lines))
 
@@ -446,13 +446,4 @@ def _beta_of_extremes(windows: pd.DataFrame) -> tuple[float, float]:
         low.append(w[betas[losses.index(min(losses))]])
     mean = lambda v: sum(v) / len(v) if v else math.nan  # noqa: E731
     return mean(top), mean(low)
-
-
-def seeds_text(runs: pd.DataFrame) -> str:
-    """How many seeds the fronts have per family (a front needs paired seeds)."""
-    fr = front_runs(runs)
-    if fr.empty:
-        return "no runs"
-    n = fr.groupby("front")["seed"].nunique()
-    return ", ".join(f"{f}: {int(n[f])}" for f in FRONT_FAMILIES if f in n)
 
