@@ -111,6 +111,9 @@ def test_update_diagnostics_come_from_the_training_windows(runs):
     # the fakes put all of MGDA's weight on the best-fit group
     assert "largest training loss gets β = 0.000" in text and "smallest β = 1.000" in text
     assert "CPT(c=1) took" in text and "eps = 0.0001" in text
+    cpt = families.update_frame(runs[runs["label"] == "CPT(c=1)"])
+    last = cpt[cpt["step"] == cpt["step"].max()]
+    assert f"{last['batch_mu'].mean():.3g} in the last" in text
 
 
 def test_update_frame_mu_of_mean_losses_is_the_balancers_measure(runs):

@@ -409,28 +409,35 @@ def update_text(runs: pd.DataFrame, reference: str = "ERM (group-balanced)",
             f"smallest β = {low:.3f}.")
     cpt = frame[frame["label"] == "CPT(c=1)"]
     if not cpt.empty:
-        last = cpt[cpt["step"] == cpt["step"].max()]
-        descent, eps = int(cpt["descent"].sum()), float(cpt["eps"].iloc[0])
-        batch_mu, mean_mu = last["batch_mu"].mean(), last["mean_loss_mu"].mean()
-        lines.append(
-            f"- CPT(c=1) took {descent} of {int(cpt['steps'].sum())} steps in descent mode. Its "
-            f"balancer measures μ on each batch: {batch_mu:.3g} on average in the last "
-            f"window, against eps = {eps:g}; μ of the same window's training losses averaged "
-            f"over its steps is {mean_mu:.3g}. "
-            + (f"Most of the batch μ is therefore sampling noise (a group has a few examples "
-               f"per batch, and μ is blind to the loss level, so this noise does not shrink "
-               f"as the losses fall); eps lies {math.log10(batch_mu / eps):.1f} orders of "
-               "magnitude below the batch μ. At this batch size it is eps, not the "
-               "schedule's length, that keeps CPT in balance mode."
-               if mean_mu < batch_mu / 3 else
-               "The batch μ is not mostly sampling noise: the losses themselves are off the "
-               "ray."))
-        first = cpt[cpt["step"] == cpt["step"].min()]
-        lines.append(f"- CPT(c=1)'s μ over training, on the batches and of the window's mean "
-                     f"losses: {first['batch_mu'].mean():.3g} and "
-                     f"{first['mean_loss_mu'].mean():.3g} in the first window, "
-                     f"{batch_mu:.3g} and {mean_mu:.3g} in the last.")
+        lines += _descent_lines(cpt)
     return Note("\n".join(lines) if lines else "*No MGDA or CPT(c=1) runs with diagnostics.*")
+
+
+def _descent_lines(cpt: pd.DataFrame) -> list[str]:
+    """Why CPT(c=1) stays in balance mode: the μ its balancer tests on each batch and the μ of
+    the window's mean training losses, first and last window, against eps."""
+    first, last = cpt[cpt["step"] == cpt["step"].min()], cpt[cpt["step"] == cpt["step"].max()]
+    eps = float(cpt["eps"].iloc[0])
+    b1, b2 = first["batch_mu"].mean(), last["batch_mu"].mean()
+    m1, m2 = first["mean_loss_mu"].mean(), last["mean_loss_mu"].mean()
+    lines = [
+        f"- CPT(c=1) took {int(cpt['descent'].sum())} of {int(cpt['steps'].sum())} steps in "
+        f"descent mode, which it enters when μ < eps = {eps:g}. The μ it tests is a batch's: "
+        f"{b1:.3g} in the first evaluation window and {b2:.3g} in the last (mean over seeds). "
+        f"μ of the same windows' mean training losses is {m1:.3g} and {m2:.3g}: the batch μ "
+        f"is mostly sampling noise ({b2 / m2:.0f}× the mean losses' μ in the last window), "
+        f"and the mean losses' μ {'fell' if m2 < m1 / 2 else 'did not fall'} over training, "
+        f"{math.log10(m2 / eps):.1f} orders of magnitude above eps."]
+    if m2 >= m1 / 2 and b2 > 10 * eps:
+        lines.append(f"- So it is not the schedule's length that keeps CPT in balance mode: the "
+                     f"mean losses' μ is not falling, and the batch μ, which fell "
+                     f"{b1 / b2:.1f}× over the whole schedule, would have to fall another "
+                     f"{math.log10(b2 / eps):.1f} orders of magnitude; eps is far below what a "
+                     "batch estimate of μ reaches at this batch size.")
+    else:
+        lines.append("- Whether a longer schedule would bring μ below eps cannot be told "
+                     "from these runs.")
+    return lines
 
 
 def _beta_of_extremes(windows: pd.DataFrame) -> tuple[float, float]:
