@@ -16,8 +16,9 @@ from typing import Any
 
 import pandas as pd
 
+from cptlib.analysis.control import non_uniformity
 from cptlib.analysis.controllability import SETTING_COLUMNS
-from cptlib.analysis.frames import group_names, read_run
+from cptlib.analysis.frames import column, group_names, read_run
 from cptlib.analysis.fronts import (
     X_METRIC,
     Y_METRIC,
@@ -84,10 +85,10 @@ def front_runs(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return runs.assign(front=[], knob=[])
     out = runs.assign(
-        front=[front_family(m, a) for m, a in zip(runs["method"], _col(runs, "alpha"),
+        front=[front_family(m, a) for m, a in zip(runs["method"], column(runs, "alpha"),
                                                    strict=True)],
         knob=[knob_label(m, a, e, c) for m, a, e, c in zip(
-            runs["method"], _col(runs, "alpha"), _col(runs, "eta"), _col(runs, "c"),
+            runs["method"], column(runs, "alpha"), column(runs, "eta"), column(runs, "c"),
             strict=True)],
     )
     out = out[out["front"].notna()]
@@ -97,10 +98,6 @@ def front_runs(runs: pd.DataFrame) -> pd.DataFrame:
         return out
     keys = out.apply(lambda r: _settings_key(r, columns), axis=1)
     return out[keys == keys.value_counts().index[0]]
-
-
-def _col(runs: pd.DataFrame, name: str) -> pd.Series:
-    return runs[name] if name in runs.columns else pd.Series([None] * len(runs), index=runs.index)
 
 
 def _knob_number(knob: str) -> float:
@@ -209,9 +206,14 @@ def hypervolumes(runs: pd.DataFrame, reference: Sequence[float] = REFERENCE) -> 
     return table.assign(hypervolume=1e4 * table["hypervolume"])
 
 
+def _rank(family: str) -> tuple[int, str]:
+    """The book's order of the families; a family it does not know goes last."""
+    known = family in FRONT_FAMILIES
+    return (FRONT_FAMILIES.index(family) if known else len(FRONT_FAMILIES), family)
+
+
 def _family_rank(families: pd.Series) -> pd.Series:
-    rank = {f: i for i, f in enumerate(FRONT_FAMILIES)}
-    return families.map(lambda f: rank.get(f, len(rank)))
+    return families.map(_rank)
 
 
 def hypervolume_table(runs: pd.DataFrame, reference: Sequence[float] = REFERENCE
@@ -242,9 +244,7 @@ def hypervolume_pairs(runs: pd.DataFrame, treatment: str = "CPT",
         return pd.DataFrame()
     mine = per_seed[per_seed["family"] == treatment]
     rows = []
-    others = sorted(set(per_seed["family"]) - {treatment}, key=lambda f: (
-        FRONT_FAMILIES.index(f) if f in FRONT_FAMILIES else len(FRONT_FAMILIES), f))
-    for family in others:
+    for family in sorted(set(per_seed["family"]) - {treatment}, key=_rank):
         d = paired_difference(mine, per_seed[per_seed["family"] == family], "hypervolume",
                               treatment_name=treatment, baseline_name=family)
         rows.append({"baseline": family, "mean": d.mean, "se": d.se, "ci_low": d.ci_low,
@@ -321,8 +321,6 @@ def update_frame(runs: pd.DataFrame, read: Reader = read_run) -> pd.DataFrame:
     """One row per (run, evaluation window): the update's norm before clipping, the share of
     steps clipped, the weights β and the per-group training losses of the window, the
     balancer's batch μ and the μ of the window's mean training losses (for c, the run's)."""
-    from cptlib.analysis.control import non_uniformity  # lazy: keeps the import graph flat
-
     rows = []
     for _, run in runs.iterrows():
         record = read(run["path"])
