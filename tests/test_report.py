@@ -157,8 +157,15 @@ def test_example_grid_of_images_and_of_sentences():
     fig = report.example_grid(images, per_group=2)
     assert len([ax for ax in fig.axes if ax.images]) == 6  # groups hold 2, 1, 1 and 3 items
     assert fig.get_suptitle()
-    sentences = report.example_grid(_Data([f"sentence {i}" for i in groups], groups), 2)
-    assert list(sentences.index.unique()) == images.group_names
+    long = "a review long enough to be cut at fifty characters | by a pipe and a line\nbreak "
+    texts = [f"{long}{i}" for i in range(len(groups))]
+    table = report.example_grid(_Data(texts, groups), 2)._repr_markdown_()
+    lines = table.splitlines()
+    rows = lines[lines.index("|---|---|") + 1:]
+    assert [row.split(" | ")[0][2:] for row in rows] == [  # groups in order, at most 2 each
+        images.group_names[k] for k in (0, 0, 1, 2, 3, 3)]
+    assert all(row.count(" | ") == 1 and row.endswith(" |") for row in rows)  # one cell each
+    assert "fifty characters \\| by a pipe and a line break 0" in table  # whole, escaped
     with pytest.raises(ValueError, match="per_group"):
         report.example_grid(images, per_group=0)
 

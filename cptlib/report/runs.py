@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
 from cptlib.analysis.frames import record_history
+from cptlib.analysis.text import Note
 from cptlib.report.style import caption, figure, group_palette, move_legend
 
 
@@ -35,8 +35,14 @@ def pick_examples(dataset: Any, per_group: int, seed: int) -> dict[int, list[int
     return picked
 
 
-def example_grid(dataset: Any, per_group: int = 4, seed: int = 0) -> Figure | pd.DataFrame:
-    """A few examples of each group: an image grid, or a table of sentences for text data."""
+def _cell(text: str) -> str:
+    """A sentence as one Markdown table cell: pipes escaped, line breaks as spaces."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def example_grid(dataset: Any, per_group: int = 4, seed: int = 0) -> Figure | Note:
+    """A few examples of each group: an image grid, or a table of whole sentences for text
+    (a DataFrame would cut them at 50 characters, and the label is in the sentence's end)."""
     if per_group < 1:
         raise ValueError(f"per_group must be at least 1, got {per_group}")
     picked = pick_examples(dataset, per_group, seed)
@@ -45,9 +51,11 @@ def example_grid(dataset: Any, per_group: int = 4, seed: int = 0) -> Figure | pd
     if first is None:
         raise ValueError("example_grid: the dataset has no items")
     if isinstance(dataset[first][0], str):
-        rows = [{"group": names[k], "example": dataset[i][0]} for k, idx in picked.items()
+        rows = [f"| {names[k]} | {_cell(dataset[i][0])} |" for k, idx in picked.items()
                 for i in idx]
-        return pd.DataFrame(rows).set_index("group")
+        split = getattr(dataset, "split", "")
+        return Note("\n".join([f"{per_group} random examples per group ({split} split), "
+                               "whole:", "", "| group | example |", "|---|---|", *rows]))
     fig, axes = figure(len(names), per_group, width=1.6 * per_group + 1.2,
                        height=1.6 * len(names) + 0.6)
     for k, row in enumerate(axes):
