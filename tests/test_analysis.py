@@ -301,3 +301,27 @@ def test_conditioned_runs_stay_out_of_the_ordinary_tables(tmp_path):
     conditioned = analysis.load_runs(tmp_path, "smoke", "synthetic", conditioned=True)
     assert list(conditioned["run_id"]) == [rel.stem]
     assert rel.stem not in set(ordinary["run_id"]) and len(ordinary) > 0
+
+
+def _learned_runs(accuracies: list[float]) -> pd.DataFrame:
+    rows = [{"label": "ERM (group-balanced)", "seed": s, "test.mean_acc": a}
+            for s, a in enumerate(accuracies)]
+    return pd.DataFrame(rows + [{"label": "ERM", "seed": 0, "test.mean_acc": 0.99}])
+
+
+def test_learned_text_states_the_criterion_and_reads_the_interval_not_the_mean():
+    from cptlib.analysis.summaries import LEARNED_LEVEL, learned_text
+
+    assert LEARNED_LEVEL == 0.80
+    learned = str(learned_text(_learned_runs([0.90, 0.92, 0.91])))
+    assert "lower end of its 95 % interval" in learned and "80 %" in learned
+    assert "**learned**" in learned and "91.0 %" in learned
+    # the same mean with a wide spread: its interval reaches below 80 %, so not learned
+    wide = str(learned_text(_learned_runs([0.99, 0.95, 0.79])))
+    assert "**not learned**" in wide and "The task failed" in wide
+    # below the level at every seed; one seed cannot show it; no reference runs: not checked
+    assert "**not learned**" in str(learned_text(_learned_runs([0.62, 0.66, 0.64])))
+    assert "cannot show it" in str(learned_text(_learned_runs([0.95])))
+    assert "not checked" in str(learned_text(_learned_runs([]).iloc[1:]))
+    # another reference and level
+    assert "**learned**" in str(learned_text(_learned_runs([0.62, 0.66, 0.64]), level=0.5))

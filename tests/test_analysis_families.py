@@ -171,7 +171,24 @@ def test_fronts_verdicts_judge_the_paired_hypervolumes_and_the_rays(runs):
     assert f"{pairs.iloc[0]['mean']:+.0f} points²" in first.evidence
     ray = found[-1]
     assert "nearer its ray" in ray.claim
-    assert ray.verdict in ("holds", "does not hold") or ray.verdict.startswith("cannot be told")
+    # The verdict is the sign of the paired angle's 95 % interval (claimed: CPT − Scalarized < 0)
+    from scipy import stats
+
+    from cptlib.analysis.controllability import control_pairs
+
+    angle = control_pairs(runs[runs["method"].isin(("cpt", "scalarized"))], "train",
+                          "last")["angle"].dropna()
+    half = stats.t.ppf(0.975, len(angle) - 1) * angle.std(ddof=1) / len(angle) ** 0.5
+    low, high = angle.mean() - half, angle.mean() + half
+    expected = ("holds" if high < 0 else "does not hold" if low > 0
+                else f"cannot be told at {len(angle)} paired runs")
+    assert ray.verdict == expected, (ray.verdict, low, high)
+    assert f"{angle.mean():+.1f}°" in ray.evidence and f"{len(angle)} paired" in ray.evidence
     # the fronts verdicts join the landing page
     every = verdicts.all_verdicts(lambda e: runs if e == "synthetic" else runs.iloc[:0])
     assert {v.claim for v in found} <= {v.claim for v in every}
+    # and so do the text task's, named as the text task's and linked to its chapter
+    every = verdicts.all_verdicts(lambda e: runs if e == "text" else runs.iloc[:0])
+    text = [v for v in every if v.claim.startswith("Text task: ")]
+    assert {v.claim.removeprefix("Text task: ") for v in text} >= {v.claim for v in found}
+    assert {v.chapter for v in text} == {"text"}

@@ -145,3 +145,21 @@ def test_killed_run_resumes_to_the_record_of_an_uninterrupted_one(tmp_path, isol
         path.with_suffix(".safetensors").read_bytes()
     assert not checkpoints.exists(), "the checkpoint folder goes once the run is done"
     assert not list(path.parent.glob(".*.running.ipynb"))
+
+
+def test_expected_minutes_follow_the_precision_a_run_resolved_to():
+    from cptlib.runs import experiments
+
+    text = experiments.get("text")
+    quick = text.minutes["quick"]
+    assert quick["fp32"] > quick["bf16"]  # emulated bf16 is not used: fp32 is the slow case
+    assert text.expected_minutes("quick", precision="bf16") == quick["bf16"]
+    assert text.expected_minutes("quick", precision="fp32") == quick["fp32"]
+    assert text.expected_minutes("quick", precision="fp16") == max(quick.values())  # unlisted
+    assert text.expected_minutes("smoke") == text.minutes["smoke"]  # one number for all
+    assert text.expected_minutes("quick", conditioned=True, precision="bf16") == (
+        text.conditioned_minutes["quick"]["bf16"])
+    # a sweep's estimate sums its specs at the precision each one resolved to
+    specs = [RunSpec.build("text", "quick", {"method": "erm", "seed": s, "precision": p})
+             for s, p in ((0, "bf16"), (1, "fp32"))]
+    assert S.expected_minutes(specs) == quick["bf16"] + quick["fp32"]

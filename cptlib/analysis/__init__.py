@@ -71,7 +71,13 @@ from cptlib.analysis.run_profile import (
     run_profile_table,
     run_profile_text,
 )
-from cptlib.analysis.summaries import comparison_text, main_table, method_summary, status_text
+from cptlib.analysis.summaries import (
+    comparison_text,
+    learned_text,
+    main_table,
+    method_summary,
+    status_text,
+)
 from cptlib.analysis.text import Note, no_runs_text
 
 __all__ = [
@@ -80,7 +86,7 @@ __all__ = [
     "bench_table_text", "bench_targets", "comparison_text", "controllability_deltas",
     "controllability_table", "controllability_text", "counts_caveat", "diagnostics_frame",
     "group_counts", "group_names", "history_frame", "label_runs", "load_bench",
-    "load_runs", "load_trainable", "main_table", "method_family", "method_summary",
+    "learned_text", "load_runs", "load_trainable", "main_table", "method_family", "method_summary",
     "minority_summary", "minority_table", "minority_text", "model_title", "no_runs_text",
     "PROFILE_MISSING", "load_run_profile", "run_profile_table", "run_profile_text",
     "ordered", "pairs", "paper_dataset", "paper_title", "params_table", "per_group_table",

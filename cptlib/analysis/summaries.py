@@ -10,7 +10,7 @@ import pandas as pd
 from cptlib import records
 from cptlib.analysis.frames import column
 from cptlib.analysis.labels import MAIN_LABELS, METRIC_TITLES, ordered
-from cptlib.analysis.paired import paired_difference
+from cptlib.analysis.paired import mean_interval, paired_difference
 from cptlib.analysis.text import DASH, Note, missing, no_runs_text, nothing, seeds_text
 
 
@@ -153,3 +153,30 @@ def paired_main_table(runs: pd.DataFrame, treatment: str = "CPT(c=1)",
         row["seeds"] = d.n
         rows.append(row)
     return pd.DataFrame(rows) if rows else nothing("baselines paired with " + treatment)
+
+
+LEARNED_LEVEL = 0.80  # mean test accuracy over the groups a reference must reach to count
+
+
+def learned_text(runs: pd.DataFrame, reference: str = "ERM (group-balanced)",
+                 level: float = LEARNED_LEVEL) -> Note:
+    """Whether the task was learned at all, by a stated criterion: the lower end of the 95 % t
+    interval over seeds of ``reference``'s test mean accuracy over the groups (chance is 50 %
+    on a binary task with group-balanced test data) at least ``level``. Why: comparisons of
+    methods on a model that has not learned the task say nothing about the methods."""
+    criterion = (f"The task counts as learned when **{reference}**'s test accuracy averaged "
+                 f"over the groups (chance: 50 %) has the lower end of its 95 % interval over "
+                 f"seeds at {100 * level:.0f} % or more.")
+    chosen = runs[runs["label"] == reference] if not runs.empty else runs
+    if chosen.empty:
+        return Note(f"{criterion} *No {reference} runs in these records: not checked.*")
+    mean, low, high, n = mean_interval(chosen["test.mean_acc"])
+    got = f"{100 * mean:.1f} %" + ("" if n < 2 else f" (95 % CI {100 * low:.1f} to "
+                                                     f"{100 * high:.1f} %, {seeds_text(n)})")
+    if n < 2:
+        return Note(f"{criterion} Here: {got} at {seeds_text(n)}, which cannot show it.")
+    if low >= level:
+        return Note(f"{criterion} Here: {got}: **learned**; the comparisons below are of "
+                    "models that solve the task.")
+    return Note(f"{criterion} Here: {got}: **not learned**. The task failed at these settings, "
+                "and the comparisons below say little about the methods.")

@@ -258,9 +258,8 @@ def all_verdicts(load: Callable[[str], pd.DataFrame],
         cond = load_conditioned("synthetic")
         found += every_c_verdicts(cond, every_c.dedicated_for(image, cond))
     found += dynamics_verdicts(image) if not image.empty else []
-    found += [Verdict(f"Text task: {v.claim}", v.evidence, v.verdict, v.chapter)
-              for v in benchmark_verdicts(text, chapter="text")
-              if "ERM" in v.evidence.split(":")[0]]
+    found += [Verdict(f"Text task: {v.claim}", v.evidence, v.verdict, "text")
+              for v in benchmark_verdicts(text, chapter="text") + fronts_verdicts(text)]
     return found
 
 

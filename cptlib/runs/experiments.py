@@ -60,8 +60,11 @@ class Experiment:
 
     ``runner`` is ``"train"`` (the training loop: data, model, balancer) or ``"toy"`` (the
     analytic problem of the first chapter). ``paper`` experiments get a page in the book's
-    paper-scale part. ``minutes`` is the measured wall time of one run per profile on the
-    project's 2-core CPU machine (one run per core), for the sweep's time estimate;
+    paper-scale part. ``minutes`` is the wall time of one run per profile on a 2-core CPU
+    machine (one run per core), for the sweep's time estimate, measured or projected from the
+    measured step and evaluation costs (``python -m cptlib.run_profile``); a profile's entry is
+    one number, or one per precision where the precision decides it (``precision: auto`` is bf16
+    on CPUs with bf16 instructions and float32 elsewhere, two to three times slower here).
     ``conditioned_minutes`` the same for a conditioned run (training plus the dial's
     evaluations and the c search).
     """
@@ -72,14 +75,19 @@ class Experiment:
     dataset: str | None = None
     smoke: Mapping[str, Any] = field(default_factory=dict)
     paper: bool = False
-    minutes: Mapping[str, float] = field(default_factory=dict)
-    conditioned_minutes: Mapping[str, float] = field(default_factory=dict)
+    minutes: Mapping[str, float | Mapping[str, float]] = field(default_factory=dict)
+    conditioned_minutes: Mapping[str, float | Mapping[str, float]] = field(default_factory=dict)
     data_note: str = ""
 
-    def expected_minutes(self, profile: str, conditioned: bool = False) -> float:
-        """One run's expected wall minutes at ``profile`` (1 where nothing was measured)."""
+    def expected_minutes(self, profile: str, conditioned: bool = False,
+                         precision: str | None = None) -> float:
+        """One run's expected wall minutes at ``profile`` and its resolved ``precision`` (1
+        where nothing was measured; the slowest precision's where the run's is not listed)."""
         table = self.conditioned_minutes if conditioned else self.minutes
-        return table.get(profile, self.minutes.get(profile, 1.0))
+        entry = table.get(profile, self.minutes.get(profile, 1.0))
+        if not isinstance(entry, Mapping):
+            return float(entry)
+        return float(entry.get(precision, max(entry.values())))
 
     @property
     def n_groups(self) -> int | None:
@@ -106,12 +114,14 @@ _ALL = [
         "synthetic", "The embedded benchmark: one training run", dataset="synthetic",
         smoke={"model": "quick", "img_size": 32,
                "model_options": {"pretrained": False, "prompt_tokens": 2, "deep": True}},
-        minutes={"smoke": 0.3, "quick": 1.3}, conditioned_minutes={"smoke": 0.4, "quick": 2.6},
+        minutes={"smoke": 0.3, "quick": {"bf16": 1.3, "fp32": 3.9}},
+        conditioned_minutes={"smoke": 0.4, "quick": {"bf16": 2.6, "fp32": 9.0}},
     ),
     Experiment(
         "text", "The embedded text task: MiniLM with prompt tuning", dataset="synthetic-text",
         smoke={"model": "minilm", "model_options": {"prompt_tokens": 4}, "lr": 0.3},
-        minutes={"smoke": 0.3, "quick": 3.2}, conditioned_minutes={"smoke": 0.5, "quick": 9.0},
+        minutes={"smoke": 0.3, "quick": {"bf16": 6.5, "fp32": 13.0}},
+        conditioned_minutes={"smoke": 0.5, "quick": {"bf16": 12.0, "fp32": 34.0}},
     ),
     _paper("waterbirds", "Waterbirds, ViT-B/16 with VPT-deep", "waterbirds",
            "about 0.5 GB; public, no account", model=VIT_B16, model_options=TINY_VIT,

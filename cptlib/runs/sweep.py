@@ -55,8 +55,9 @@ class SweepResult:
 
 
 def expected_minutes(specs: Sequence[RunSpec]) -> float:
-    """Core-minutes the specs take on the project's 2-core CPU (registry measurements)."""
-    return sum(s.info.expected_minutes(s.profile, bool(s.run_params.get("conditioned")))
+    """Core-minutes the specs take on a 2-core CPU (registry measurements, per precision)."""
+    return sum(s.info.expected_minutes(s.profile, bool(s.run_params.get("conditioned")),
+                                       s.params.get("precision"))
                for s in specs)
 
 
