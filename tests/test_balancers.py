@@ -12,8 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
-import timeit
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -391,19 +389,20 @@ def test_other_bad_inputs_raise():
         CPT([1.0, 1.0]).weights(torch.tensor([1.0, -0.5]), torch.eye(2))
 
 
-@pytest.mark.parametrize("k,limit", [(4, 1e-3), (16, 1e-3), (64, 3e-3)])
-def test_cpt_weights_is_fast(k: int, limit: float):
-    """Issue 16's targets (≤ 1 ms at K = 16, ≤ 3 ms at K = 64; ~0.25 and ~0.35 ms measured).
-
-    CPU time of this process, not wall time, so that other work on a shared machine does not
-    make the guard flaky; the median over 60 calls.
-    """
+@pytest.mark.parametrize("k", [4, 16, 64])
+def test_cpt_weights_solve_the_balance_lp_at_many_groups(k: int):
+    """The LP solves at K up to 64, its β a distribution over the groups and a function of the
+    step's losses and Gramian alone. Issue 16's speed targets (≤ 1 ms at K = 16, ≤ 3 ms at
+    K = 64) live in ``cpt bench`` (its balancer rows, K = 2 … 64), not here: a timed unit test
+    fails on a loaded machine (CPU time of 2 ms at K = 16 with four processes on two cores),
+    whatever the code."""
     case = make_case(7, "balance", k=k)
     b, L, C = CPT(case.c), torch.tensor(case.losses), torch.tensor(case.gramian)
-    b.weights(L, C)
-    times = timeit.repeat(lambda: b.weights(L, C), number=1, repeat=60, timer=time.process_time)
+    beta = b.weights(L, C)
     assert b.info["solver_ok"]
-    assert float(np.median(times)) < limit
+    assert beta.shape == (k,) and float(beta.min()) >= -1e-9
+    assert float(beta.sum()) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_array_equal(b.weights(L, C), beta)  # a function of its inputs alone
 
 
 def test_lp_keeps_no_state_between_calls():
