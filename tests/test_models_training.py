@@ -119,3 +119,23 @@ def test_text_model_needs_a_list_of_strings():
     with pytest.raises(ValueError, match="list of strings"):
         model("one string")
     assert count_trainable(model) == 4 * 32 + 32 * 2 + 2  # prompts + classifier copy
+
+
+def test_sample_vocab_prompts_start_as_vocabulary_embeddings_drawn_from_the_seed():
+    """The quick text profile's init: each prompt row is a row of the frozen word-embedding
+    table, drawn from the run's seed (so paired runs share it), and at the vocabulary's scale,
+    not the unit-variance scale of ``random`` (which, through BERT's embedding LayerNorm,
+    shrinks the prompts' effective learning rate by the squared norm ratio)."""
+    def prompts(init: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(seed)
+        model = build_model("bert-base-uncased", 2, prompt_tokens=4, bert_cfg=TINY_BERT,
+                            prompt_init=init)
+        vocab = model.backbone.get_input_embeddings().weight
+        return model.prompts.detach().clone(), vocab.detach()
+
+    sampled, vocab = prompts("sample_vocab", 0)
+    assert (sampled[:, None, :] == vocab[None]).all(-1).any(-1).all()  # vocabulary rows
+    assert torch.equal(prompts("sample_vocab", 0)[0], sampled)
+    assert not torch.equal(prompts("sample_vocab", 1)[0], sampled)
+    random_rows, _ = prompts("random", 0)
+    assert random_rows.norm(dim=1).min() > 10 * vocab.norm(dim=1).max()
