@@ -86,6 +86,59 @@ def test_execute_raises_run_failed_naming_the_kept_notebook(project):
     assert "/nonexistent/waterbirds" in str(info.value)
 
 
+def _fake_papermill(monkeypatch, outcomes: list[str]) -> list[int]:
+    """papermill.execute_notebook replaced by one that, per call, writes its output notebook
+    and then succeeds ("ok"), fails before any cell ("no kernel", as when parallel kernels
+    collide on a port), or fails in its first cell ("cell")."""
+    import papermill
+
+    calls: list[int] = []
+
+    def execute_notebook(template, output, **kwargs):
+        outcome = outcomes[len(calls)]
+        calls.append(1)
+        started = None if outcome == "no kernel" else "2026-12-04T05:00:00"
+        cell = {"cell_type": "code", "source": "", "outputs": [], "execution_count": None,
+                "metadata": {"papermill": {"start_time": started, "status": "completed"}}}
+        Path(output).write_text(json.dumps({"cells": [cell], "metadata": {}}))
+        if outcome == "no kernel":
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+        if outcome == "cell":
+            raise RuntimeError("ValueError: bad input")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    return calls
+
+
+def test_a_kernel_that_ran_no_cell_is_started_again(project, monkeypatch):
+    spec = RunSpec.build("toy", "smoke", {"seed": 7})
+    calls = _fake_papermill(monkeypatch, ["no kernel", "no kernel", "ok"])
+    execute(spec)
+    assert len(calls) == 3 and spec.notebook_out.exists()
+    assert not failed_notebook(spec).exists()
+    assert not list(spec.notebook_out.parent.glob("*.running.ipynb"))
+
+
+def test_a_kernel_that_never_starts_fails_after_the_last_attempt(project, monkeypatch):
+    from cptlib.runs.execute import KERNEL_START_ATTEMPTS
+
+    spec = RunSpec.build("toy", "smoke", {"seed": 8})
+    calls = _fake_papermill(monkeypatch, ["no kernel"] * KERNEL_START_ATTEMPTS)
+    with pytest.raises(RunFailed, match="Kernel didn't respond"):
+        execute(spec)
+    assert len(calls) == KERNEL_START_ATTEMPTS and not spec.notebook_out.exists()
+    assert failed_notebook(spec).exists()
+
+
+def test_an_error_in_a_cell_is_not_retried(project, monkeypatch):
+    spec = RunSpec.build("toy", "smoke", {"seed": 9})
+    calls = _fake_papermill(monkeypatch, ["cell", "ok"])
+    with pytest.raises(RunFailed, match="bad input"):
+        execute(spec)
+    assert len(calls) == 1 and not spec.notebook_out.exists()
+    assert failed_notebook(spec).exists()
+
+
 def test_a_second_process_cannot_start_a_run_in_progress(project):
     spec = RunSpec.build("toy", "smoke", {"seed": 5})
     before = _files(project)

@@ -3,11 +3,15 @@
 The executed notebook is written under a temporary name and renamed next to the record only
 when the run succeeded; a failed run's partial notebook goes to ``<results>/<profile>/_failed/``
 (never among the results), and the error names it. A lock per run makes a second process that
-starts the same run fail at once instead of racing the first.
+starts the same run fail at once instead of racing the first. A run whose kernel never ran a
+cell is started again (kernels started side by side can collide on their ports,
+nteract/papermill#511); an error inside a cell is never retried.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +19,11 @@ from pathlib import Path
 from cptlib import _io
 from cptlib.paths import project_root
 from cptlib.runs.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+#: Attempts at a run before giving up when its kernel never started a cell.
+KERNEL_START_ATTEMPTS = 3
 
 
 class RunFailed(RuntimeError):
@@ -43,6 +52,17 @@ def papermill_parameters(spec: RunSpec, notebook: Path) -> dict:
             "overrides": spec.overrides, "run_id": spec.run_id, "notebook": notebook.name}
 
 
+def ran_a_cell(notebook: Path) -> bool:
+    """Whether papermill started any cell of ``notebook`` (it stamps each cell's start time
+    as the cell begins; a kernel that never came up leaves every stamp empty)."""
+    try:
+        cells = json.loads(notebook.read_text()).get("cells", [])
+    except (OSError, ValueError):
+        return False
+    return any((cell.get("metadata", {}).get("papermill") or {}).get("start_time")
+               for cell in cells)
+
+
 def _last_error_line(err: BaseException) -> str:
     """The exception line of a notebook error (papermill's message ends with the traceback)."""
     ename, evalue = getattr(err, "ename", None), getattr(err, "evalue", None)
@@ -67,15 +87,26 @@ def execute(spec: RunSpec, *, log_output: bool = False) -> Path:
             stale.unlink(missing_ok=True)
         failed_notebook(spec).unlink(missing_ok=True)
         try:
-            pm.execute_notebook(
-                str(spec.template), str(partial),
-                parameters=papermill_parameters(spec, out),
-                kernel_name="python3", progress_bar=False, log_output=log_output, cwd=project,
-                # The record is written inside the notebook and its outputs are all in once the
-                # last cell is idle: a graceful kernel shutdown only waits (2-3 s of a quick
-                # run for the interpreter with torch loaded to wind down).
-                shutdown_kernel="immediate",
-            )
+            for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+                try:
+                    pm.execute_notebook(
+                        str(spec.template), str(partial),
+                        parameters=papermill_parameters(spec, out),
+                        kernel_name="python3", progress_bar=False, log_output=log_output,
+                        cwd=project,
+                        # The record is written inside the notebook and its outputs are all in
+                        # once the last cell is idle: a graceful kernel shutdown only waits (2-3 s
+                        # of a quick run for the interpreter with torch loaded to wind down).
+                        shutdown_kernel="immediate",
+                    )
+                    break
+                except Exception as err:
+                    if attempt == KERNEL_START_ATTEMPTS or ran_a_cell(partial):
+                        raise
+                    log.warning("%s: the kernel ran no cell (%s); starting it again (%d/%d)",
+                                spec.label(), _last_error_line(err), attempt + 1,
+                                KERNEL_START_ATTEMPTS)
+                    partial.unlink(missing_ok=True)
         except BaseException as err:
             kept = failed_notebook(spec)
             if partial.exists():
